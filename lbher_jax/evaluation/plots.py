@@ -1,0 +1,194 @@
+"""Figures of an evaluation, each written to a PNG of fixed pixel size (figsize x DPI).
+
+Figures are drawn on matplotlib's Agg canvas through the object API (`Figure`), never through
+pyplot: nothing opens a window, no global figure registry keeps them alive, and each figure is
+freed when the function returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lbher_jax import LABELS
+from lbher_jax.evaluation import report
+
+DPI = 100
+CONFUSION_SIZE = (10.0, 4.5)   # inches; PNG pixels = size x DPI
+CURVES_SIZE = (13.0, 4.0)
+PER_CLASS_SIZE = (7.0, 4.0)
+TABLE2_SIZE = (12.0, 4.5)
+TIMELINE_SIZE = (10.0, 4.0)
+
+
+def _figure(size: tuple[float, float]) -> Figure:
+  fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig: Figure, path: str | Path) -> None:
+  """Writes `fig` as PNG through a temporary file beside `path`."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      fig.savefig(f, format="png", dpi=DPI)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _matrix_panel(fig: Figure, ax, values: np.ndarray, labels: Sequence[str], title: str,
+                  fmt: str, vmax: float) -> None:
+  image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax)
+  ax.set_xticks(range(len(labels)), labels)
+  ax.set_yticks(range(len(labels)), labels)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_title(title)
+  for (i, j), v in np.ndenumerate(values):
+    ax.text(j, i, format(v, fmt), ha="center", va="center",
+            color="white" if v > 0.6 * vmax else "black")
+  fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+def plot_confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str],
+                          path: str | Path) -> None:
+  """Counts (left) and row-normalised recall (right); a class with no support shows zeros."""
+  cm = np.asarray(cm, dtype=np.int64)
+  rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
+  normalised = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+  fig = _figure(CONFUSION_SIZE)
+  left, right = fig.subplots(1, 2)
+  _matrix_panel(fig, left, cm, labels, f"counts (n = {cm.sum()})", "d", max(int(cm.max()), 1))
+  _matrix_panel(fig, right, normalised, labels, "row-normalised (recall)", ".2f", 1.0)
+  _save(fig, path)
+
+
+def _read_records(source: str | Path | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+  if not isinstance(source, (str, Path)):
+    return list(source)
+  records = []
+  with open(source, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{source}:{n}: not a JSON object ({e.msg})") from None
+  return records
+
+
+def plot_training_curves(records: str | Path | Iterable[Mapping[str, Any]],
+                         path: str | Path) -> None:
+  """Loss, accuracy (train and validation UA) and learning rate against step, one line per phase.
+
+  `records` is a metrics.jsonl path or its records: {"phase", "step", "loss", optional
+  "accuracy", "lr", "val_unweighted_accuracy"}; a record lacking a key adds no point there.
+  """
+  records = _read_records(records)
+  phases = list(dict.fromkeys(r.get("phase", "train") for r in records))
+  fig = _figure(CURVES_SIZE)
+  panels = dict(zip(("loss", "accuracy", "lr"), fig.subplots(1, 3)))
+  series = [("loss", "loss", "-"), ("accuracy", "accuracy", "-"),
+            ("accuracy", "val_unweighted_accuracy", "--"), ("lr", "lr", "-")]
+  for colour, phase in enumerate(phases):
+    mine = [r for r in records if r.get("phase", "train") == phase]
+    for panel, key, style in series:
+      points = [(r["step"], r[key]) for r in mine if r.get(key) is not None]
+      if points:
+        x, y = zip(*points)
+        label = phase if key != "val_unweighted_accuracy" else f"{phase} val UA"
+        panels[panel].plot(x, y, style, color=f"C{colour}", label=label)
+  for name, ax in panels.items():
+    ax.set_xlabel("step")
+    ax.set_title({"loss": "loss", "accuracy": "accuracy", "lr": "learning rate"}[name])
+    if ax.lines:
+      ax.legend(fontsize="small")
+    else:
+      ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+  _save(fig, path)
+
+
+def plot_per_class(metrics: Mapping[str, Any], path: str | Path) -> None:
+  """Per-class precision, recall and F1 as grouped bars, support under each class name."""
+  per_class = metrics["per_class"]
+  labels = list(per_class)
+  x = np.arange(len(labels))
+  fig = _figure(PER_CLASS_SIZE)
+  ax = fig.subplots()
+  for i, key in enumerate(("precision", "recall", "f1")):
+    ax.bar(x + (i - 1) * 0.27, [per_class[c][key] for c in labels], 0.27, label=key)
+  ax.set_xticks(x, [f"{c}\n(n = {per_class[c]['support']})" for c in labels])
+  ax.set_ylim(0.0, 1.05)
+  ax.set_title(f"per class (accuracy {metrics['accuracy']:.3f}, "
+               f"UA {metrics['unweighted_accuracy']:.3f})")
+  ax.legend(fontsize="small", loc="lower right")
+  _save(fig, path)
+
+
+def plot_table2(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+  """The paper's Fig. 13: accuracy (left) and unweighted accuracy (right), models x protocols.
+
+  `rows` as for `report.table2_markdown`; a protocol a model was not run under has no bar.
+  """
+  models, protocols, cells = report.table2_grid(rows)
+  x = np.arange(len(models))
+  width = 0.8 / len(protocols)
+  fig = _figure(TABLE2_SIZE)
+  for ax, key, title in zip(fig.subplots(1, 2), ("accuracy", "unweighted_accuracy"),
+                            ("accuracy", "unweighted accuracy")):
+    for i, (p, p_title) in enumerate(protocols):
+      values = [cells.get((m, p), {}).get(key) for m, _ in models]
+      bars = ax.bar(x + (i - (len(protocols) - 1) / 2) * width,
+                    [np.nan if v is None else v for v in values], width, label=p_title)
+      ax.bar_label(bars, ["" if v is None else f"{v:.2f}" for v in values], fontsize="x-small")
+    ax.set_xticks(x, [title.replace(" (", "\n(") for _, title in models], fontsize="small")
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title(title)
+  fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(protocols),
+             fontsize="small")
+  _save(fig, path)
+
+
+def plot_timeline(prediction: Mapping[str, Any], path: str | Path) -> None:
+  """Class probabilities of each segment as stacked bars over time, the segment's label above it,
+  from a predict output dict (DESIGN §4)."""
+  segments = prediction["segments"]
+  labels = list(prediction.get("probabilities") or LABELS)
+  starts = np.array([s["start"] for s in segments], dtype=np.float64)
+  widths = np.array([s["end"] for s in segments], dtype=np.float64) - starts
+  fig = _figure(TIMELINE_SIZE)
+  ax = fig.subplots()
+  bottom = np.zeros(len(segments))
+  for colour, label in enumerate(labels):
+    p = np.array([s["probabilities"][label] for s in segments], dtype=np.float64)
+    ax.bar(starts, p, widths, bottom=bottom, align="edge", color=f"C{colour}", edgecolor="white",
+           linewidth=0.5, label=label)
+    bottom += p
+  for s in segments:
+    ax.text((s["start"] + s["end"]) / 2, 1.02, s["label"], ha="center", va="bottom",
+            fontsize="small")
+  ax.set_xlim(0.0, max([prediction.get("duration_s") or 0.0]
+                       + [s["end"] for s in segments]) or 1.0)
+  ax.set_ylim(0.0, 1.1)
+  ax.set_xlabel("time (s)")
+  ax.set_ylabel("probability")
+  overall = prediction.get("label", "?")
+  if overall in (prediction.get("probabilities") or {}):
+    overall += f" ({prediction['probabilities'][overall]:.2f})"
+  ax.set_title(f"{Path(str(prediction.get('video', ''))).name}: {overall}")
+  ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+  _save(fig, path)

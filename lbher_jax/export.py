@@ -1,0 +1,139 @@
+"""Export a trained model as a self-contained inference function (`jax.export`), and load it back.
+
+An export directory holds two files:
+* `model.jaxexport`: the serialized StableHLO of `batch -> probabilities [B, num_labels]`, with the
+  model variables baked in as constants, lowered with a symbolic batch size `b` (any batch works)
+  for CPU and for the platform it was exported on. Loading needs only jax and numpy: no model
+  code, no Flax, no checkpoint, no pickle.
+* `model.json`: labels, input names / shapes (null = batch) / dtypes, the output, and the
+  preprocessing settings (audio and video parameter dicts) that make those inputs from a video.
+
+Baking the variables in rather than shipping them in a separate array file keeps the artifact one
+function whose argument is just the batch; the cost is that it is as large as the variables, and
+a new set of weights needs a new export. jax.export guarantees that a serialized function loads in
+jax releases of the following 6 months at least.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.export
+import numpy as np
+
+from lbher_jax import LABELS
+
+MODEL_FILE = "model.jaxexport"
+META_FILE = "model.json"
+FORMAT = "lbher_jax.export/1"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _jsonable(value: Any) -> Any:
+  """JSON form of the settings objects a config holds (dataclasses, ConfigDicts, numpy scalars)."""
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return dataclasses.asdict(value)
+  if hasattr(value, "to_dict"):
+    return value.to_dict()
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, Path):
+    return str(value)
+  raise TypeError(f"{type(value).__name__} cannot be written to {META_FILE}")
+
+
+def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], variables: Any,
+                 example_batch: Mapping[str, np.ndarray], path: str | Path, *,
+                 labels: Sequence[str] = LABELS,
+                 preprocessing: Mapping[str, Any]) -> Path:
+  """Writes `path`/model.jaxexport and `path`/model.json; returns `path`.
+
+  `preprocessing` ({"audio": ..., "video": ...}; values may be dicts, dataclasses or ConfigDicts)
+  is stored as JSON so that a user can rebuild the inputs the way training built them.
+
+  `apply_fn(variables, batch)` returns class probabilities [B, len(labels)]; `example_batch` holds
+  exactly the model inputs (its dtypes and per-example shapes are fixed, its batch size is not).
+  """
+  path = Path(path)
+  inputs = {name: np.asarray(x) for name, x in example_batch.items()}
+  host_variables = jax.device_get(variables)  # numpy leaves: become constants, bound to no device
+
+  def infer(batch):
+    return apply_fn(host_variables, batch)
+
+  platforms = tuple(dict.fromkeys(("cpu", jax.export.default_export_platform())))
+  specs = jax.export.symbolic_args_specs(inputs, "b, ...")
+  exported = jax.export.export(jax.jit(infer), platforms=platforms)(specs)
+  batch_dim = next(iter(specs.values())).shape[0]
+  outs = exported.out_avals
+  if (not jax.tree_util.treedef_is_leaf(exported.out_tree)
+      or outs[0].shape != (batch_dim, len(labels))):
+    raise ValueError(f"{path}: apply_fn must return one array [batch, {len(labels)}] of "
+                     f"probabilities, got {exported.out_tree} of {outs}")
+  meta = {
+      "format": FORMAT,
+      "labels": list(labels),
+      "inputs": {name: {"shape": [None, *x.shape[1:]], "dtype": x.dtype.name}
+                 for name, x in inputs.items()},
+      "output": {"shape": [None, len(labels)], "dtype": np.dtype(outs[0].dtype).name,
+                 "meaning": "class probabilities in `labels` order"},
+      "preprocessing": preprocessing,
+      "platforms": list(exported.platforms),
+      "jax_version": jax.__version__,
+  }
+  meta_text = json.dumps(meta, indent=2, default=_jsonable)  # fails before any file is written
+  path.mkdir(parents=True, exist_ok=True)
+  _atomic_write(path / MODEL_FILE, bytes(exported.serialize()))
+  _atomic_write(path / META_FILE, (meta_text + "\n").encode())  # last: marks the export complete
+  return path
+
+
+def load_exported(path: str | Path
+                  ) -> tuple[Callable[[Mapping[str, np.ndarray]], np.ndarray], dict[str, Any]]:
+  """(predict, metadata) from an export directory; needs jax and numpy only.
+
+  `predict(batch)` takes a dict of numpy arrays named as in `metadata["inputs"]` (other keys are
+  ignored) and returns numpy probabilities [B, len(metadata["labels"])].
+  """
+  path = Path(path)
+  try:
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    blob = (path / MODEL_FILE).read_bytes()
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: not a complete model export ({e})") from None
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{path / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
+  call = jax.jit(jax.export.deserialize(bytearray(blob)).call)
+
+  def predict(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    args = {}
+    for name, spec in meta["inputs"].items():
+      if name not in batch:
+        raise ValueError(f"{path}: batch has no input {name!r} (has {sorted(batch)})")
+      x = np.asarray(batch[name])
+      if list(x.shape[1:]) != spec["shape"][1:]:
+        raise ValueError(f"{path}: input {name!r} has shape {x.shape}, expected "
+                         f"[batch, {', '.join(map(str, spec['shape'][1:]))}]")
+      if not np.can_cast(x.dtype, spec["dtype"], casting="same_kind"):
+        raise ValueError(f"{path}: input {name!r} has dtype {x.dtype}, expected {spec['dtype']}")
+      args[name] = x.astype(spec["dtype"], copy=False)
+    return np.asarray(call(args))
+
+  return predict, meta

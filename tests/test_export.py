@@ -1,0 +1,137 @@
+"""An exported model gives the in-process outputs at any batch size, and loads without Flax."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lbher_jax import LABELS
+from lbher_jax import export
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+  frames_per_segment: int = 2
+  height: int = 6
+  width: int = 10
+
+
+PREPROCESSING = {"audio": {"sample_rate": 16000, "segment_seconds": 3.0, "pad": "noise"},
+                 "video": VideoSettings()}
+
+
+class TinyAV(nn.Module):
+  """Two streams (dense over the spectrogram, 3D conv over the frames) fused into 4 classes."""
+
+  @nn.compact
+  def __call__(self, batch):
+    audio = nn.Dense(5)(batch["audio"].reshape(batch["audio"].shape[0], -1))
+    video = nn.Conv(4, (1, 3, 3))(batch["video"].astype(jnp.float32) / 255.0).mean(axis=(1, 2, 3))
+    return nn.softmax(nn.Dense(4)(jnp.concatenate([nn.relu(audio), video], axis=-1)))
+
+
+def _batch(n, seed):
+  rng = np.random.default_rng(seed)
+  return {"audio": rng.uniform(-1, 1, (n, 8, 12)).astype(np.float32),
+          "video": rng.integers(0, 256, (n, 2, 6, 10, 3), dtype=np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  model = TinyAV()
+  variables = model.init(jax.random.key(0), _batch(1, 0))
+  path = export.export_model(model.apply, variables, _batch(3, 1),
+                             tmp_path_factory.mktemp("export") / "model",
+                             labels=LABELS, preprocessing=PREPROCESSING)
+  return model, variables, path
+
+
+def test_outputs_match_in_process_for_two_batch_sizes(exported):
+  model, variables, path = exported
+  predict, _ = export.load_exported(path)
+  for n, seed in ((2, 2), (5, 3)):
+    batch = _batch(n, seed)
+    got = predict({**batch, "label": np.zeros(n, np.int32)})  # extra keys are ignored
+    assert got.shape == (n, 4)
+    np.testing.assert_allclose(got, np.asarray(model.apply(variables, batch)), atol=1e-5)
+    # float64 audio is cast to the exported float32.
+    np.testing.assert_allclose(predict({**batch, "audio": batch["audio"].astype(np.float64)}),
+                               got, atol=1e-6)
+
+
+def test_metadata_round_trips(exported):
+  _, _, path = exported
+  assert sorted(p.name for p in path.iterdir()) == ["model.jaxexport", "model.json"]
+  _, meta = export.load_exported(path)
+  assert meta == json.loads((path / "model.json").read_text())
+  assert meta["labels"] == list(LABELS)
+  assert meta["inputs"] == {"audio": {"shape": [None, 8, 12], "dtype": "float32"},
+                            "video": {"shape": [None, 2, 6, 10, 3], "dtype": "uint8"}}
+  assert meta["output"]["shape"] == [None, 4]
+  assert meta["preprocessing"] == {
+      "audio": {"sample_rate": 16000, "segment_seconds": 3.0, "pad": "noise"},
+      "video": {"frames_per_segment": 2, "height": 6, "width": 10}}
+  assert "cpu" in meta["platforms"]
+
+
+def test_bad_batches_name_the_export(exported):
+  _, _, path = exported
+  predict, _ = export.load_exported(path)
+  batch = _batch(2, 4)
+  with pytest.raises(ValueError, match=f"{path}: batch has no input 'video'"):
+    predict({"audio": batch["audio"]})
+  with pytest.raises(ValueError, match=r"input 'audio' has shape \(2, 8, 11\)"):
+    predict({**batch, "audio": batch["audio"][:, :, :11]})
+  with pytest.raises(ValueError, match="input 'video' has dtype float32, expected uint8"):
+    predict({**batch, "video": batch["video"].astype(np.float32)})
+
+
+def test_export_rejects_wrong_output_and_missing_files(tmp_path):
+  with pytest.raises(ValueError, match=r"one array \[batch, 4\]"):
+    export.export_model(lambda v, b: b["audio"][:, 0, :3], {}, _batch(2, 0), tmp_path / "bad",
+                        preprocessing={})
+  with pytest.raises(TypeError, match="object cannot be written to model.json"):
+    export.export_model(lambda v, b: b["audio"][:, 0, :4], {}, _batch(2, 0), tmp_path / "bad",
+                        preprocessing={"audio": object()})
+  assert not (tmp_path / "bad").exists()
+  (tmp_path / "half").mkdir()
+  (tmp_path / "half" / "model.jaxexport").write_bytes(b"x")
+  with pytest.raises(ValueError, match="not a complete model export"):
+    export.load_exported(tmp_path / "half")
+
+
+def test_loads_in_fresh_process_without_flax(exported, tmp_path):
+  model, variables, path = exported
+  batch = _batch(4, 5)
+  np.savez(tmp_path / "batch.npz", **batch)
+  script = textwrap.dedent(f"""
+      import json, sys
+      import numpy as np
+      from lbher_jax.export import load_exported
+      predict, meta = load_exported({str(path)!r})
+      with np.load({str(tmp_path / "batch.npz")!r}) as f:
+        probs = predict(dict(f))
+      print(json.dumps({{"probs": probs.tolist(), "labels": meta["labels"],
+                        "flax": any(m == "flax" or m.startswith("flax.") for m in sys.modules),
+                        "models": any(m.startswith(("lbher_jax.models", "lbher_jax.train"))
+                                      for m in sys.modules)}}))
+  """)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(PROJECT_ROOT)}
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                        cwd=tmp_path, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr
+  out = json.loads(done.stdout.strip().splitlines()[-1])
+  assert not out["flax"] and not out["models"]
+  assert out["labels"] == list(LABELS)
+  np.testing.assert_allclose(out["probs"], np.asarray(model.apply(variables, batch)), atol=1e-5)
