@@ -1,0 +1,1 @@
+"""Data pipeline: splits, preprocessing into shards, the Grain loader."""
