@@ -1,0 +1,241 @@
+"""Algorithm 1 of the paper (LbHER) as a readable sequence of calls.
+
+  D' <- Preprocess(D); (T1, T2) <- SplitData(D'); m' <- TrainModel(T1) (contrastive pre-training,
+  then cross-entropy fine-tuning); save m'; load m'; R <- RecognizeEmotions(T2, m');
+  P <- Evaluate(R, ground truth); display R and P.
+
+Every stage resumes: finished shards, checkpoints and results are reused, never recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lbher_jax import LABELS, datasets
+from lbher_jax.data import loader as loader_lib
+from lbher_jax.data import preprocess as preprocess_lib
+from lbher_jax.data import shards
+from lbher_jax.data import splits as splits_lib
+from lbher_jax.evaluation import metrics as metrics_lib
+from lbher_jax.evaluation import plots, report
+from lbher_jax.features import audio as audio_features
+from lbher_jax.features import augment
+from lbher_jax.features import video as video_features
+from lbher_jax.models import get_model
+from lbher_jax.train import loop
+from lbher_jax.train import mesh as mesh_lib
+
+SHARDS = "shards"
+
+
+def settings(config: ml_collections.ConfigDict) -> preprocess_lib.Settings:
+  return preprocess_lib.Settings(
+      audio=audio_features.AudioParams(**config.audio.to_dict()),
+      video=video_features.VideoParams(**config.video.to_dict()), seed=config.seed)
+
+
+def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datasets.Utterance]:
+  """The corpus as utterances; statistics go to the log and to WORKDIR/corpus_stats.json."""
+  root = config.data.root or _default_root(config.data.name)
+  utterances, stats = datasets.read_with_stats(config.data.name, root,
+                                               **config.data.options.to_dict())
+  shards.atomic_write_json(workdir / "corpus_stats.json", stats)
+  return utterances
+
+
+def _default_root(name: str) -> str:
+  if name != "demo":
+    raise datasets.CorpusError(f"config.data.root is empty: say where the {name} corpus is "
+                               "(--config.data.root=PATH)")
+  from lbher_jax.datasets import demo  # pylint: disable=import-outside-toplevel
+  return str(demo.default_root())
+
+
+def preprocess(config, utterances, workdir: Path) -> list[dict]:
+  """D' <- Preprocess(D): shards of spectrogram segments and face frames (paper §3.3, §3.4)."""
+  corpus = {"name": config.data.name, "root": str(config.data.root),
+            "options": config.data.options.to_dict()}
+  preprocess_lib.preprocess(utterances, workdir / SHARDS, settings(config), corpus=corpus,
+                            workers=config.data.workers, per_shard=config.data.per_shard,
+                            rejects_path=workdir / "rejects.jsonl")
+  return preprocess_lib.load_records(workdir / SHARDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Row records of each side of one split (training rows already balanced)."""
+  train: list[dict]
+  val: list[dict]
+  test: list[dict]
+  leaky: bool
+
+
+def split(config, utterances, records: list[dict], fold: int) -> Parts:
+  """(T1, T2) <- SplitData(D'): by speaker by default; balancing after the split, training only."""
+  s = config.split
+  kept = {r["utt"] for r in records}   # rejected files are not part of the data
+  usable = [u for u in utterances if u.id in kept]
+  parts = splits_lib.make_split(
+      usable, protocol=s.protocol, test_fraction=s.test_fraction, num_folds=s.num_folds,
+      fold=fold, val_fraction=s.val_fraction, seed=config.seed,
+      leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None)
+  label = {u.id: u.label for u in usable}
+  train_ids = parts.train
+  if not parts.leaky:
+    train_ids = splits_lib.balance(train_ids, [label[i] for i in train_ids], method=s.balance,
+                                   per_class=s.per_class or None, seed=config.seed)
+  by_utt: dict[str, list[dict]] = {}
+  for r in records:
+    by_utt.setdefault(r["utt"], []).append(r)
+  rows = lambda ids: [r for i in ids for r in by_utt[i]]
+  return Parts(rows(train_ids), rows(parts.val), rows(parts.test), parts.leaky)
+
+
+def _needs_video(config) -> bool:
+  return config.model.name in ("video3d", "hybrid")
+
+
+def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "finetune")):
+  """m' <- TrainModel(T1): contrastive pre-training (two-stream models), then fine-tuning."""
+  model = get_model(config.model)
+  shards_dir = _shards_dir(workdir)
+  source = loader_lib.source_from_records(shards_dir, parts.train)
+  augment_params = augment.AugmentParams(**config.augment.to_dict())
+  params = None
+  if "pretrain" in phases and config.model.name == "hybrid" and config.pretrain.steps > 0:
+    state = loop.run_phase(
+        phase=_phase("pretrain", config.pretrain), model=model, mesh=mesh, source=source,
+        augment_params=augment_params, workdir=workdir, seed=config.seed,
+        loader_workers=config.data.loader_workers)
+    params = state.params
+  if "finetune" not in phases:
+    return None
+  val_source = loader_lib.source_from_records(shards_dir, parts.val) if parts.val else None
+  validate = None
+  if val_source is not None:
+    eval_step = loop.compile_eval_step(model, mesh)
+    def validate(state):
+      probs = loop.predict(model, state, val_source, mesh, config.eval.batch_size, eval_step)
+      m = clip_metrics(parts.val, probs)
+      return {"val_accuracy": m["accuracy"], "val_unweighted_accuracy": m["unweighted_accuracy"]}
+  return loop.run_phase(
+      phase=_phase("finetune", config.train), model=model, mesh=mesh, source=source,
+      augment_params=augment_params, workdir=workdir, seed=config.seed, validate=validate,
+      init_params=params, loader_workers=config.data.loader_workers)
+
+
+def _phase(name: str, c) -> loop.PhaseConfig:
+  fields = {f.name for f in dataclasses.fields(loop.PhaseConfig)}
+  values = {k: v for k, v in c.to_dict().items() if k in fields}
+  values.setdefault("checkpoint_every", c.get("eval_every", c.get("checkpoint_every")))
+  if "pair_proportions" in values:
+    values["pair_proportions"] = tuple(values["pair_proportions"])
+  return loop.PhaseConfig(name=name, **values)
+
+
+def _is_fold(workdir: Path) -> bool:
+  return workdir.name.startswith("fold_")
+
+
+def _shards_dir(workdir: Path) -> Path:
+  return (workdir.parent if _is_fold(workdir) else workdir) / SHARDS
+
+
+def clip_metrics(rows: list[dict], probs: np.ndarray) -> dict:
+  """Clip-level metrics: a clip's segment probabilities are averaged, then the argmax taken."""
+  ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in rows])
+  true = {r["utt"]: r["label_id"] for r in rows}
+  y_true = np.array([true[i] for i in ids])
+  cm = metrics_lib.confusion_matrix(y_true, clip_probs.argmax(-1), len(LABELS))
+  return metrics_lib.classification_metrics(cm, LABELS)
+
+
+def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
+  """Load m'; R <- RecognizeEmotions(T2, m'); P <- Evaluate(R); display R and P; write outputs."""
+  model = get_model(config.model)
+  source = loader_lib.source_from_records(_shards_dir(workdir), parts.test)
+  example = source[0]
+  batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
+  state = loop.restore_for_inference(model, mesh, workdir, batch_shapes)
+  probs = loop.predict(model, state, source, mesh, config.eval.batch_size)
+  ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
+  meta = {r["utt"]: r for r in parts.test}
+  rows = [{"id": i, "speaker": meta[i]["speaker"], "true": meta[i]["label"],
+           "pred": LABELS[int(p.argmax())], "confidence": float(p.max()), "probs": p.tolist()}
+          for i, p in zip(ids, clip_probs)]
+  result = clip_metrics(parts.test, probs)
+  result.update(protocol=config.split.protocol, model=config.model.name, leaky=parts.leaky,
+                num_test_segments=len(parts.test))
+  if jax.process_index() == 0:
+    print(report.format_results(rows))
+    print(report.format_statistics(result))
+    report.write_predictions_csv(workdir / "predictions.csv", rows)
+    report.write_results_json(workdir / "results.json", result)
+    figures = workdir / "figures"
+    figures.mkdir(exist_ok=True)
+    plots.plot_confusion_matrix(np.array(result["confusion_matrix"]), LABELS,
+                                figures / "confusion_matrix.png")
+    plots.plot_per_class(result, figures / "per_class.png")
+    if (workdir / "metrics.jsonl").exists():
+      plots.plot_training_curves(workdir / "metrics.jsonl", figures / "training_curves.png")
+    report.write_report_md(workdir / "report.md", result, title=f"LbHER {config.model.name}")
+  return result
+
+
+def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> dict | None:
+  """Runs Algorithm 1 (mode "all") or one stage of it in `workdir`, resuming what is done."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  utterances = read_corpus(config, workdir)
+  records = preprocess(config, utterances, workdir)
+  if mode == "preprocess":
+    return None
+  mesh = mesh_lib.make_mesh()
+  folds = (range(splits_lib.num_folds_for(utterances, config.split.protocol,
+                                          config.split.num_folds))
+           if config.split.fold < 0 else [config.split.fold])
+  results = []
+  for fold in folds:
+    fold_dir = workdir / f"fold_{fold}" if config.split.fold < 0 else workdir
+    fold_dir.mkdir(exist_ok=True)
+    parts = split(config, utterances, records, fold)
+    _record_split(fold_dir, parts)
+    results_path = fold_dir / "results.json"
+    if mode in ("all", "pretrain", "train"):
+      phases = {"all": ("pretrain", "finetune"), "pretrain": ("pretrain",),
+                "train": ("finetune",)}[mode]
+      if mode == "all" and results_path.exists():
+        logging.info("fold %d: finished earlier; reporting the saved results", fold)
+      else:
+        train(config, parts, fold_dir, mesh, phases=phases)
+    if mode in ("all", "evaluate"):
+      if mode == "all" and results_path.exists():
+        result = json.loads(results_path.read_text())
+        print(report.format_statistics(result))
+      else:
+        result = evaluate(config, parts, fold_dir, mesh)
+      results.append(result)
+  if len(results) > 1 and jax.process_index() == 0:
+    summary = {"folds": results, "aggregate": metrics_lib.aggregate_folds(results),
+               "protocol": config.split.protocol, "model": config.model.name}
+    shards.atomic_write_json(workdir / "results.json", summary)
+    report.write_report_md(workdir / "report.md", summary, title="LbHER, all folds")
+  return results[0] if len(results) == 1 else None
+
+
+def _record_split(fold_dir: Path, parts: Parts) -> None:
+  """Writes the split's utterance ids; a resumed run must see the same split."""
+  ids = {side: sorted({r["utt"] for r in getattr(parts, side)}) for side in ("train", "val",
+                                                                          "test")}
+  path = fold_dir / "split.json"
+  if path.exists() and json.loads(path.read_text()) != ids:
+    raise preprocess_lib.PreprocessError(
+        f"{path}: this workdir was trained on another split (config changed?); use a new --workdir")
+  shards.atomic_write_json(path, ids)

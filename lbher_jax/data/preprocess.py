@@ -1,0 +1,216 @@
+"""Corpus -> shards: paper §3.3 (audio) and §3.4 (video), in parallel worker processes.
+
+Each worker turns a group of utterances into one shard, so memory is bounded by
+`workers x shard size` whatever the corpus size (the paper's own pipeline needed > 12 GB).
+A bad file is recorded with its reason and skipped; finished shards are never redone.
+This module imports no JAX: workers are spawned and stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import time
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from absl import logging
+
+from lbher_jax import LABEL_TO_ID, media
+from lbher_jax.data import shards
+from lbher_jax.datasets import Utterance
+from lbher_jax.features import audio as audio_features
+from lbher_jax.features import video as video_features
+
+INDEX = "index.json"
+FINGERPRINT = "fingerprint.json"
+
+
+class PreprocessError(RuntimeError):
+  """Preprocessing cannot go on (e.g. shards made with other settings in this directory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  audio: audio_features.AudioParams
+  video: video_features.VideoParams
+  seed: int = 0
+
+  def fingerprint(self) -> dict:
+    return {"audio": dataclasses.asdict(self.audio), "video": dataclasses.asdict(self.video),
+            "seed": self.seed}
+
+
+def utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
+  """Noise padding randomness that depends only on the seed and the utterance."""
+  return np.random.default_rng([seed, zlib.crc32(utt_id.encode())])
+
+
+def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+  """One utterance -> (spectrograms [n, F, T], frames [n, S, H, W, 3], n row records).
+
+  Raises media.MediaError or ValueError with a message naming the file when it cannot be used.
+  """
+  source = utt.audio or utt.video
+  wave = media.decode_audio(source, settings.audio.sample_rate, utt.start, utt.end)
+  if wave.size == 0:
+    raise media.MediaError(f"{source}: no audio samples in the requested window")
+  if not np.isfinite(wave).all():
+    raise media.MediaError(f"{source}: audio has non-finite samples")
+  if np.max(np.abs(wave)) < 1e-6:
+    raise media.MediaError(f"{source}: audio is silent")
+  duration = wave.size / settings.audio.sample_rate
+  bounds = audio_features.segment_bounds(duration, settings.audio)
+  spec = audio_features.spectrogram_segments(wave, settings.audio, utterance_rng(settings.seed,
+                                                                                 utt.id))
+  if not np.isfinite(spec).all():
+    raise ValueError(f"{source}: spectrogram has non-finite values")
+  offset = utt.start or 0.0
+  if utt.video is not None:
+    frames, face = video_features.segment_frames(
+        utt.video, [(offset + a, offset + b) for a, b in bounds], utt.side, settings.video)
+  else:
+    v = settings.video
+    frames = np.zeros((len(bounds), v.frames_per_segment, v.height, v.width, 3), np.uint8)
+    face = 0.0
+  records = [{
+      "id": f"{utt.id}#{k}", "utt": utt.id, "label": utt.label, "label_id": LABEL_TO_ID[utt.label],
+      "speaker": utt.speaker, "session": utt.session, "segment": k, "num_segments": len(bounds),
+      "start": offset + a, "end": offset + b, "source": str(utt.video or utt.audio),
+      "has_video": utt.video is not None, "face_fraction": round(float(face), 3),
+      "media_seconds": round(duration, 3),
+  } for k, (a, b) in enumerate(bounds)]
+  return spec, frames, records
+
+
+def _process_shard(task: tuple[int, list[Utterance], Settings, str]) -> dict:
+  """Worker: featurize a group of utterances and write them as one shard."""
+  shard_id, utts, settings, out_dir = task
+  specs, frames, records, rejects = [], [], [], []
+  seconds = 0.0
+  for utt in utts:
+    try:
+      s, f, r = featurize(utt, settings)
+    except (media.MediaError, ValueError, OSError) as e:
+      rejects.append({"id": utt.id, "file": str(utt.video or utt.audio), "reason": str(e)})
+      continue
+    specs.append(s)
+    frames.append(f)
+    records.extend(r)
+    seconds += r[0]["media_seconds"]
+  a, v = settings.audio, settings.video
+  arrays = {
+      "audio": np.concatenate(specs) if specs else np.zeros((0, a.height, a.width), np.float16),
+      "video": (np.concatenate(frames) if frames else
+                np.zeros((0, v.frames_per_segment, v.height, v.width, 3), np.uint8)),
+  }
+  return shards.write_shard(Path(out_dir), shard_id, arrays, records, rejects,
+                            meta={"utterances": len(utts), "media_seconds": seconds})
+
+
+def plan(utterances: list[Utterance], per_shard: int) -> list[list[Utterance]]:
+  """Groups utterances (in id order, so the plan is stable across reruns) into shards."""
+  ordered = sorted(utterances, key=lambda u: u.id)
+  return [ordered[i:i + per_shard] for i in range(0, len(ordered), per_shard)]
+
+
+def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
+  path = out_dir / FINGERPRINT
+  if path.exists():
+    existing = json.loads(path.read_text())
+    if existing != fingerprint:
+      raise PreprocessError(
+          f"{out_dir} holds shards made with other settings or another corpus; use a new "
+          "--workdir (finished work is never overwritten)")
+  else:
+    shards.atomic_write_json(path, fingerprint)
+
+
+def _finished(out_dir: Path, shard_id: int, expected_ids: list[str]) -> dict | None:
+  """The shard's info if it is complete, intact and made from the same utterances."""
+  try:
+    info = shards.read_shard_info(out_dir, shard_id)
+    if info is None:
+      return None
+    done = sorted({r["utt"] for r in info["records"]} | {r["id"] for r in info["rejects"]})
+    if done != sorted(expected_ids):
+      return None
+    shards.verify_shard(out_dir, info)
+    return info
+  except shards.ShardError as e:
+    logging.warning("preprocess: %s; redoing that shard", e)
+    return None
+
+
+def preprocess(utterances: list[Utterance], out_dir: Path, settings: Settings, *,
+               corpus: dict, workers: int = 2, per_shard: int = 16,
+               rejects_path: Path | None = None) -> dict:
+  """Writes shards for `utterances` into `out_dir`, resuming; returns the index it writes."""
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  _check_fingerprint(out_dir, {"settings": settings.fingerprint(), "corpus": corpus})
+  groups = plan(utterances, per_shard)
+  infos: dict[int, dict] = {}
+  todo = []
+  for shard_id, group in enumerate(groups):
+    info = _finished(out_dir, shard_id, [u.id for u in group])
+    if info is None:
+      todo.append((shard_id, group, settings, str(out_dir)))
+    else:
+      infos[shard_id] = info
+  logging.info("preprocess: %d utterances in %d shards; %d already done, %d to do (%d workers)",
+               len(utterances), len(groups), len(infos), len(todo), workers)
+  start, seconds = time.perf_counter(), 0.0
+  for info in _run(todo, workers):
+    infos[info["shard"]] = info
+    seconds += info["meta"]["media_seconds"]
+    elapsed = time.perf_counter() - start
+    logging.info("preprocess: shard %d/%d done: %d segments, %d rejected; %.0f s of media in "
+                 "%.1f s (%.1fx real time)", len(infos), len(groups), info["rows"],
+                 len(info["rejects"]), seconds, elapsed, seconds / max(elapsed, 1e-9))
+  ordered = [infos[i] for i in range(len(groups))]
+  rejects = [r for info in ordered for r in info["rejects"]]
+  if rejects_path is not None:
+    shards.atomic_write_text(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects))
+  index = {"num_shards": len(ordered), "rows": sum(i["rows"] for i in ordered),
+           "utterances": len(utterances), "rejected": len(rejects),
+           "faces_found": _face_rate(ordered)}
+  shards.atomic_write_json(out_dir / INDEX, index)
+  if rejects:
+    logging.warning("preprocess: %d of %d files rejected (see %s)", len(rejects),
+                    len(utterances), rejects_path or "the shard index")
+  return index
+
+
+def _face_rate(infos: list[dict]) -> float | None:
+  rows = [r for info in infos for r in info["records"] if r["has_video"]]
+  return round(float(np.mean([r["face_fraction"] for r in rows])), 3) if rows else None
+
+
+def _run(todo: list, workers: int) -> Iterable[dict]:
+  if workers <= 1 or len(todo) <= 1:
+    yield from map(_process_shard, todo)
+    return
+  # spawn: the parent may hold JAX's threads, which do not survive fork.
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    yield from pool.imap_unordered(_process_shard, todo)
+
+
+def load_records(out_dir: Path) -> list[dict]:
+  """All row records of a finished preprocessing run, in shard order, with their locations."""
+  out_dir = Path(out_dir)
+  index_path = out_dir / INDEX
+  if not index_path.exists():
+    raise PreprocessError(f"{out_dir}: no finished preprocessing here (run --mode preprocess)")
+  index = json.loads(index_path.read_text())
+  records = []
+  for shard_id in range(index["num_shards"]):
+    info = shards.read_shard_info(out_dir, shard_id)
+    if info is None:
+      raise shards.ShardError(f"{shards.shard_stem(out_dir, shard_id)}.json: missing")
+    for row, r in enumerate(info["records"]):
+      records.append({**r, "shard": shard_id, "row": row})
+  return records

@@ -1,0 +1,170 @@
+"""Emotion recognition on any video: a per-segment timeline and an overall label.
+
+The video is processed a chunk of segments at a time, so memory stays flat whatever its length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lbher_jax import LABELS, media
+from lbher_jax.features import audio as audio_features
+from lbher_jax.features import video as video_features
+
+CHUNK_SEGMENTS = 10
+
+
+def check_media(path: Path) -> media.MediaInfo:
+  """Probes `path`; raises media.MediaError naming it unless it has audio and video streams."""
+  info = media.probe(path)
+  if not info.has_audio:
+    raise media.MediaError(f"{path}: no audio stream (LbHER needs the audio track)")
+  if not info.has_video:
+    raise media.MediaError(f"{path}: no video stream (LbHER needs the face frames)")
+  return info
+
+
+def segment_inputs(info: media.MediaInfo, audio_params: audio_features.AudioParams,
+                   video_params: video_features.VideoParams, *, seed: int = 0,
+                   chunk: int = CHUNK_SEGMENTS):
+  """Yields (bounds, {"audio": [n, F, T], "video": [n, S, H, W, 3]}, face_fraction) per chunk."""
+  path = info.path
+  bounds = audio_features.segment_bounds(info.duration, audio_params)
+  rng = np.random.default_rng(seed)
+  for i in range(0, len(bounds), chunk):
+    part = bounds[i:i + chunk]
+    start, end = part[0][0], part[-1][1]
+    wave = media.decode_audio(path, audio_params.sample_rate, start, end)
+    if wave.size == 0 or np.max(np.abs(wave)) < 1e-6:
+      wave = np.zeros(max(wave.size, 1), np.float32)   # silence is a valid (neutral-ish) input
+    rel = dataclasses.replace(audio_params, mode="segments")
+    spec = np.stack([
+        audio_features.spectrogram_segments(
+            wave[int((a - start) * rel.sample_rate):int((b - start) * rel.sample_rate)], rel,
+            rng)[0]
+        for a, b in part])
+    frames, face = video_features.segment_frames(path, part, None, video_params)
+    yield part, {"audio": spec.astype(np.float32), "video": frames}, face
+
+
+def predict_video(path: Path, classify: Callable[[dict], np.ndarray],
+                  audio_params: audio_features.AudioParams,
+                  video_params: video_features.VideoParams, *, seed: int = 0) -> dict:
+  """The contract JSON for one video; `classify(batch) -> probabilities [n, 4]`."""
+  info = check_media(Path(path))
+  segments, faces, weights = [], [], []
+  for bounds, batch, face in segment_inputs(info, audio_params, video_params, seed=seed):
+    probs = np.asarray(classify(batch))
+    faces.append(face)
+    weights.append(len(bounds))
+    for (a, b), p in zip(bounds, probs):
+      segments.append({"start": round(a, 3), "end": round(b, 3), "label": LABELS[int(p.argmax())],
+                       "probabilities": {l: float(v) for l, v in zip(LABELS, p)}})
+  overall = np.mean([[s["probabilities"][l] for l in LABELS] for s in segments], axis=0)
+  face_fraction = float(np.average(faces, weights=weights))
+  return {"video": str(path), "duration_s": round(info.duration, 3),
+          "label": LABELS[int(overall.argmax())],
+          "probabilities": {l: float(v) for l, v in zip(LABELS, overall)},
+          "face_found_fraction": round(face_fraction, 3),
+          "face_fallback": face_fraction == 0.0,
+          "segments": segments}
+
+
+def format_timeline(result: dict) -> str:
+  """A readable timeline: one line per segment, then the overall label."""
+  lines = [f"{result['video']}  ({result['duration_s']:.1f} s)"]
+  for s in result["segments"]:
+    p = s["probabilities"]
+    bars = "  ".join(f"{l} {p[l]:.2f}" for l in LABELS)
+    lines.append(f"  {s['start']:6.1f}-{s['end']:6.1f} s  {s['label']:<8} | {bars}")
+  note = "  (no face found: fixed central crop used)" if result["face_fallback"] else ""
+  lines.append(f"  overall: {result['label']} "
+               f"({result['probabilities'][result['label']]:.2f}){note}")
+  return "\n".join(lines)
+
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".flv", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def expand(paths: list[str]) -> list[Path]:
+  """Files as given, and the video files inside any directory given (sorted)."""
+  out = []
+  for p in map(Path, paths):
+    if p.is_dir():
+      out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES))
+    else:
+      out.append(p)
+  return out
+
+
+def load_classifier(config, workdir: Path) -> Callable[[dict], np.ndarray]:
+  """The fine-tuned model in WORKDIR as a function batch -> probabilities (one compile per size)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from lbher_jax.models import get_model  # pylint: disable=import-outside-toplevel
+  from lbher_jax.train import loop, mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  model = get_model(config.model)
+  mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
+  a, v = config.audio, config.video
+  shapes = {"audio": (1, a.height, a.width),
+            "video": (1, v.frames_per_segment, v.height, v.width, 3),
+            "label": (1,), "weight": (1,)}
+  state = loop.restore_for_inference(model, mesh, Path(workdir), shapes)
+  step = loop.compile_eval_step(model, mesh)
+
+  def classify(batch: dict) -> np.ndarray:
+    n = len(batch["audio"])
+    padded = {k: np.concatenate([x, np.repeat(x[-1:], CHUNK_SEGMENTS - n, 0)])
+              for k, x in batch.items()}   # one shape, one compilation
+    padded["label"] = np.zeros(CHUNK_SEGMENTS, np.int32)
+    padded["weight"] = (np.arange(CHUNK_SEGMENTS) < n).astype(np.float32)
+    return np.asarray(step(state, mesh_lib.to_global(padded, mesh)))[:n]
+  return classify
+
+
+def run(config, workdir: str, videos: list[str], output: str | None) -> int:
+  """--mode predict: one JSON per video (and a CSV summary for several), timelines printed."""
+  import csv  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from lbher_jax.data.shards import atomic_write_text  # pylint: disable=import-outside-toplevel
+  files = expand(videos)
+  if not files:
+    raise media.MediaError(f"{' '.join(videos) or '--video'}: no video given or found")
+  if len(files) == 1:                          # fail fast, before loading the model
+    check_media(files[0])
+  classify = load_classifier(config, Path(workdir))
+  audio_params = audio_features.AudioParams(**config.audio.to_dict())
+  video_params = video_features.VideoParams(**config.video.to_dict())
+  single = len(files) == 1
+  out_dir = Path(output) if output and not single else Path(workdir) / "predictions"
+  summary, failures = [], 0
+  for i, f in enumerate(files, 1):
+    try:
+      result = predict_video(f, classify, audio_params, video_params, seed=config.seed)
+    except media.MediaError as e:
+      if single:
+        raise
+      failures += 1
+      print(f"[{i}/{len(files)}] error: {e}")
+      summary.append({"video": str(f), "label": "", "error": str(e)})
+      continue
+    target = Path(output) if (single and output) else out_dir / f"{f.stem}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(result, indent=1))
+    print(("" if single else f"[{i}/{len(files)}] ") + format_timeline(result))
+    print(f"  -> {target}")
+    summary.append({"video": str(f), "label": result["label"], "error": "",
+                    **{f"p_{l}": round(result["probabilities"][l], 4) for l in LABELS}})
+  if not single:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "summary.csv", "w", newline="") as fh:
+      fields = ["video", "label", *[f"p_{l}" for l in LABELS], "error"]
+      writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+      writer.writeheader()
+      writer.writerows(summary)
+    print(f"{len(files) - failures} of {len(files)} videos predicted; summary: "
+          f"{out_dir / 'summary.csv'}")
+  return 1 if failures == len(files) else 0

@@ -1,0 +1,183 @@
+"""The training loop of one phase (contrastive pre-training or fine-tuning), resumable.
+
+Knows no corpora: it gets a model, Grain sources of examples and a checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from absl import logging
+
+from lbher_jax.data import loader as loader_lib
+from lbher_jax.features import augment
+from lbher_jax.train import checkpoint as ckpt_lib
+from lbher_jax.train import mesh as mesh_lib
+from lbher_jax.train import state as state_lib
+from lbher_jax.train import steps as steps_lib
+
+
+class NonFiniteError(RuntimeError):
+  """Training produced a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseConfig:
+  """What one phase needs; built from config.pretrain / config.train."""
+  name: str                  # "pretrain" or "finetune"
+  steps: int
+  batch_size: int
+  lr: float
+  warmup_steps: int
+  weight_decay: float
+  clip_norm: float
+  log_every: int
+  checkpoint_every: int      # also how often validation runs when there is a validation set
+  keep_checkpoints: int = 3
+  margin: float = 1.0
+  pair_proportions: tuple[float, float, float] = (0.5, 0.25, 0.25)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+  if jax.process_index() == 0:
+    with open(path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def _drop_records_after(path: Path, phase: str, step: int) -> None:
+  """On resume, forget log lines of steps that the restored checkpoint does not contain."""
+  if jax.process_index() != 0 or not path.exists():
+    return
+  keep = [line for line in path.read_text().splitlines()
+          if line and not (json.loads(line)["phase"] == phase and json.loads(line)["step"] > step)]
+  path.write_text("".join(line + "\n" for line in keep))
+
+
+def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
+            eval_step: Callable | None = None) -> np.ndarray:
+  """Class probabilities [len(source), 4] for every example of `source`, in order."""
+  eval_step = eval_step or compile_eval_step(model, mesh)
+  out = []
+  for batch in loader_lib.eval_batches(source, global_batch=batch_size,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+    probs = eval_step(state, mesh_lib.to_global(batch, mesh))
+    out.append(np.asarray(probs))
+  probs = np.concatenate(out) if out else np.zeros((0, 4), np.float32)
+  return probs[:len(source)]
+
+
+def compile_eval_step(model, mesh) -> Callable:
+  fn = steps_lib.make_eval_step(model)
+  return jax.jit(lambda state, batch: fn(state, batch)["probs"],
+                 in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSource,
+              augment_params: augment.AugmentParams, workdir: Path, seed: int,
+              validate: Callable[[Any], dict] | None = None, init_params: Any = None,
+              loader_workers: int = 0) -> Any:
+  """Trains one phase to `phase.steps`, resuming from its latest checkpoint if there is one.
+
+  `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end; its
+  `val_unweighted_accuracy` selects the best checkpoint. `init_params` (e.g. pre-trained
+  weights) seed a fresh state. Returns the final state.
+  """
+  workdir = Path(workdir)
+  metrics_path = workdir / "metrics.jsonl"
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints" / phase.name,
+                               keep=phase.keep_checkpoints, track_best=validate is not None)
+  tx, schedule = state_lib.make_optimizer(
+      lr=phase.lr, warmup_steps=phase.warmup_steps, total_steps=phase.steps,
+      weight_decay=phase.weight_decay, clip_norm=phase.clip_norm)
+  example = source[0]
+  batch_shapes = {k: (phase.batch_size, *np.shape(v)) for k, v in example.items()}
+  replicated = mesh_lib.replicated(mesh)
+  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(seed))
+  abstract = ckpt_lib.abstract_like(jax.eval_shape(init), replicated)
+
+  data = loader_lib.train_loader(source, global_batch=phase.batch_size, seed=seed,
+                                 augment_params=augment_params, workers=loader_workers)
+  data_iter = iter(data)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, abstract, data_iter)
+    logging.info("%s: resuming from the checkpoint of step %d", phase.name, start)
+    _drop_records_after(metrics_path, phase.name, start)
+  else:
+    state = jax.jit(init, out_shardings=replicated)()
+    if init_params is not None:
+      state = state.replace(params=jax.device_put(init_params, replicated))
+    start = 0
+
+  step_fn = jax.jit(
+      steps_lib.make_train_step(model, phase.name, margin=phase.margin,
+                                pair_proportions=phase.pair_proportions),
+      in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+  logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",
+               phase.name, phase.steps, phase.batch_size, mesh.size, len(source))
+  pending, t0, done_since = [], time.perf_counter(), 0
+  for step in range(start + 1, phase.steps + 1):
+    batch = mesh_lib.to_global(next(data_iter), mesh)
+    state, metrics = step_fn(state, batch)
+    pending.append(metrics)
+    done_since += 1
+    last = step == phase.steps
+    if step % phase.log_every == 0 or last:
+      fetched = jax.device_get(pending)
+      bad = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if not m["finite"]]
+      if bad:
+        raise NonFiniteError(
+            f"{phase.name}: non-finite loss or gradient at step {bad[0]}; the update was not "
+            f"applied and the last checkpoint ({ckpt.latest_step()}) is intact. Lower the "
+            "learning rate or check the data.")
+      elapsed = time.perf_counter() - t0
+      record = {"phase": phase.name, "step": step, "lr": float(schedule(step - 1)),
+                "examples_per_s": round(done_since * phase.batch_size / elapsed, 2)}
+      for key in fetched[0]:
+        if key != "finite":
+          record[key] = float(np.mean([m[key] for m in fetched]))
+      logging.info("%s step %d/%d: %s", phase.name, step, phase.steps,
+                   ", ".join(f"{k}={v:.4g}" for k, v in record.items()
+                             if isinstance(v, float)))
+      append_jsonl(metrics_path, record)
+      pending, t0, done_since = [], time.perf_counter(), 0
+    if step % phase.checkpoint_every == 0 or last:
+      val = validate(state) if validate is not None else None
+      if val is not None:
+        logging.info("%s step %d: validation %s", phase.name, step,
+                     ", ".join(f"{k}={v:.4f}" for k, v in val.items()))
+        append_jsonl(metrics_path, {"phase": phase.name, "step": step, **val})
+      ckpt.save(step, state, data_iter, metrics=val)
+  ckpt.close()
+  return state
+
+
+def restore_for_inference(model, mesh, workdir: Path, batch_shapes: dict, *,
+                          prefer_best: bool = True) -> Any:
+  """The fine-tuned state (best by validation when recorded, else the latest), no optimizer work.
+
+  Raises CheckpointError when there is no fine-tuned checkpoint or it does not fit `model`.
+  """
+  directory = Path(workdir) / "checkpoints" / "finetune"
+  ckpt = ckpt_lib.Checkpointer(directory, track_best=prefer_best)
+  step = (ckpt.best_step() if prefer_best else None) or ckpt.latest_step()
+  if step is None:
+    raise ckpt_lib.CheckpointError(f"{directory}: no fine-tuned checkpoint (train first)")
+  tx, _ = state_lib.make_optimizer(lr=0.0, warmup_steps=0, total_steps=1, weight_decay=0.0,
+                                   clip_norm=1.0)
+  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(0))
+  abstract = ckpt_lib.abstract_like(jax.eval_shape(init), mesh_lib.replicated(mesh))
+  state = ckpt.restore(step, abstract)
+  ckpt.close()
+  logging.info("restored the fine-tuned model of step %d from %s", step, directory)
+  return state
