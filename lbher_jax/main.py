@@ -39,7 +39,6 @@ def main(argv):
     from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
     algorithm.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except errors.USER_ERRORS as e:
-    logging.info("stopped: %r", e)
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

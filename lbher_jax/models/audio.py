@@ -1,0 +1,105 @@
+"""Audio stream (paper §3.5): a 2-D CNN over the spectrogram, read over time by an RNN.
+
+Also the pieces both streams share: the normalisation after a convolution and the output layer.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+RNN_CELLS = {"simple": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def padding_mask(batch: dict[str, jax.Array]) -> jax.Array | None:
+  """Rows that are real examples (True) rather than padding, from the optional "weight" key."""
+  weight = batch.get("weight")
+  return None if weight is None else weight > 0
+
+
+def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
+              dtype: Any) -> jax.Array:
+  """Normalisation (per `norm`) and ReLU after a convolution; call inside a compact method.
+
+  BatchNorm statistics come from the rows where `mask` is True (padding rows do not count). Under
+  jit with the batch sharded over a device mesh, the mean and variance are reductions over the
+  global batch: XLA inserts the cross-device all-reduce, so 1 and N devices give the same result.
+  """
+  if norm == "batch":
+    if mask is not None:
+      mask = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x, mask=mask)
+  elif norm != "none":
+    raise ValueError(f"unknown norm {norm!r}; expected 'batch' or 'none'")
+  return nn.relu(x)
+
+
+class Classifier(nn.Module):
+  """The output layer: dropout then a dense layer to float32 class logits."""
+  num_classes: int
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class AudioStream(nn.Module):
+  """Spectrogram [B, F, T] -> embedding [B, embed_dim] (the last hidden layer).
+
+  Conv blocks (3x3 conv, norm, ReLU, 2x2 max-pool) treat [F, T] as a one-channel image. With a
+  recurrent cell the feature map is read as a sequence over time (frequency x channels per step)
+  and the last RNN output feeds the hidden layer; without one (`rnn_cell=None`, the plain CNN
+  baseline) the map is averaged over frequency and time.
+  """
+  convs: tuple[int, ...]
+  rnn_cell: str | None
+  rnn_hidden: int
+  embed_dim: int
+  dropout: float
+  norm: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, spectrogram: jax.Array, *, train: bool,
+               mask: jax.Array | None = None) -> jax.Array:
+    x = spectrogram.astype(self.dtype)[..., None]
+    for features in self.convs:
+      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none",
+                  dtype=self.dtype)(x)
+      x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    if self.rnn_cell is None:
+      x = x.mean(axis=(1, 2))
+    else:
+      b, f, t, c = x.shape
+      x = x.transpose(0, 2, 1, 3).reshape(b, t, f * c)
+      # The recurrence runs in float32 (Flax creates the carry in the parameter dtype).
+      cell = RNN_CELLS[self.rnn_cell](self.rnn_hidden, dtype=jnp.float32)
+      x = nn.RNN(cell)(x.astype(jnp.float32))[:, -1]
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.relu(nn.Dense(self.embed_dim, dtype=self.dtype)(x))
+
+
+class AudioModel(nn.Module):
+  """The audio-only baselines of Table 2: cnn (rnn_cell=None), cnn_lstm, cnn_rnn."""
+  convs: tuple[int, ...]
+  rnn_cell: str | None
+  rnn_hidden: int
+  embed_dim: int
+  num_classes: int
+  dropout: float
+  norm: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
+    embedding = AudioStream(self.convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
+                            self.dropout, self.norm, self.dtype, name="audio")(
+      batch["audio"], train=train, mask=padding_mask(batch))
+    logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
+      embedding, train=train)
+    return {"logits": logits, "audio_embedding": embedding.astype(jnp.float32)}

@@ -1,0 +1,44 @@
+"""The LbHER two-stream model (paper §3.5, Fig. 3).
+
+The CNN+RNN audio stream without its output layer and the 3-D CNN video stream; their last
+hidden layers (both embed_dim wide, so the contrastive distance between them is defined) are
+concatenated and feed one output layer.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lbher_jax.models.audio import AudioStream, Classifier, padding_mask
+from lbher_jax.models.video import VideoStream
+
+
+class HybridModel(nn.Module):
+  """Audio + video -> logits, plus both embeddings for contrastive pre-training."""
+  audio_convs: tuple[int, ...]
+  rnn_cell: str
+  rnn_hidden: int
+  video_convs: tuple[int, ...]
+  video_pools: tuple[tuple[int, int, int], ...]
+  video_hidden: int
+  embed_dim: int
+  num_classes: int
+  dropout: float
+  norm: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
+    mask = padding_mask(batch)
+    audio = AudioStream(self.audio_convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
+                        self.dropout, self.norm, self.dtype, name="audio")(
+      batch["audio"], train=train, mask=mask)
+    video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
+                        self.dropout, self.norm, self.dtype, name="video")(
+      batch["video"], train=train, mask=mask)
+    logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
+      jnp.concatenate([audio, video], axis=-1), train=train)
+    return {"logits": logits, "audio_embedding": audio.astype(jnp.float32),
+            "video_embedding": video.astype(jnp.float32)}

@@ -1,0 +1,111 @@
+"""Training and evaluation steps: pure functions of (state, batch), jitted over a device mesh.
+
+A batch is a dict of global arrays {"audio", "video", "label" int32 [B], "weight" float32 [B]}
+(weight 0 = padding row), sharded over the mesh axis 'data' (see train/mesh.py).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, Sharding
+
+from lbher_jax.train import losses
+from lbher_jax.train.mesh import batch_sharding, replicated
+from lbher_jax.train.state import TrainState, step_rng
+
+PHASES = ("pretrain", "finetune")
+
+Batch = dict[str, jax.Array]
+TrainStep = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def _variables(state: TrainState, params: Any) -> dict[str, Any]:
+  return {"params": params, "batch_stats": state.batch_stats}
+
+
+def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
+                    pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
+                    ) -> TrainStep:
+  """Returns step(state, batch) -> (state, metrics) for `phase`.
+
+  "finetune": cross-entropy (Eq. 1) on the logits. "pretrain": contrastive loss (Eq. 2) between
+  each clip's audio embedding and the video embedding of the partner drawn by
+  losses.make_pairs (needs a model with both streams, i.e. hybrid).
+
+  Metrics: loss, grad_norm, finite (False when the loss or a gradient is not finite: the state is
+  then returned unchanged and the caller should stop), plus accuracy (finetune) or the mean
+  positive / negative pair distances (pretrain).
+  """
+  if phase not in PHASES:
+    raise ValueError(f"unknown training phase {phase!r}; expected one of {PHASES}")
+
+  def loss_fn(params, state, batch, rng):
+    dropout_rng, pair_rng = jax.random.split(rng)
+    out, updates = model.apply(_variables(state, params), batch, train=True,
+                               rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    weights = batch["weight"]
+    if phase == "finetune":
+      loss = losses.cross_entropy(out["logits"], batch["label"], weights)
+      correct = jnp.argmax(out["logits"], axis=-1) == batch["label"]
+      aux = {"accuracy": losses.weighted_mean(correct, weights)}
+    else:
+      if not {"audio_embedding", "video_embedding"} <= out.keys():
+        raise ValueError("phase 'pretrain' needs a model with both streams (hybrid); "
+                         f"{type(model).__name__} returns only {sorted(out)}")
+      video_index, y, pair_weight, _ = losses.make_pairs(
+        batch["label"], weights, pair_rng, pair_proportions)
+      audio, video = out["audio_embedding"], out["video_embedding"][video_index]
+      loss = losses.contrastive_loss(audio, video, y, pair_weight, margin)
+      distance, _ = losses.embedding_distance(video, audio)
+      aux = {"distance_positive": losses.weighted_mean(distance, pair_weight * y),
+             "distance_negative": losses.weighted_mean(distance, pair_weight * (1.0 - y))}
+    return loss, (updates.get("batch_stats", {}), aux)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (batch_stats, aux)), grads = grad_fn(state.params, state, batch, step_rng(state))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
+
+  return step
+
+
+def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+  """Returns eval(state, batch) -> {"logits", "probs"} (inference mode: running BatchNorm
+  statistics, no dropout)."""
+
+  def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    logits = model.apply(_variables(state, state.params), batch, train=False)["logits"]
+    return {"logits": logits, "probs": jax.nn.softmax(logits)}
+
+  return eval_step
+
+
+def jit_train_step(step_fn: TrainStep, mesh: Mesh,
+                   state_sharding: Sharding | None = None) -> TrainStep:
+  """jits a train step: batch split over 'data', state (default: replicated) donated.
+
+  Metrics come back replicated, so every process can read them.
+  """
+  state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+  return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,))
+
+
+def jit_eval_step(eval_fn: Callable[[TrainState, Batch], dict[str, jax.Array]], mesh: Mesh,
+                  state_sharding: Sharding | None = None,
+                  ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+  """jits an eval step; outputs come back replicated, so every process holds all rows."""
+  state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+  return jax.jit(eval_fn, in_shardings=(state_sharding, batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))

@@ -1,0 +1,121 @@
+"""Cross-entropy (Eq. 1), contrastive loss (Eq. 2) and the pre-training pairs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lbher_jax.train import losses
+from lbher_jax.train.losses import HARD, POSITIVE, SUPER_HARD
+
+MARGIN = 2.0
+
+
+def test_cross_entropy_is_weighted_mean_of_negative_log_softmax():
+  logits = jnp.array([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [9.0, -9.0, 3.0, 1.0]])
+  labels = jnp.array([1, 0, 2])
+  row0 = np.log(4.0)
+  row1 = -2.0 + np.log(np.exp(2.0) + 3.0)
+  loss = losses.cross_entropy(logits, labels, jnp.array([1.0, 1.0, 0.0]))
+  np.testing.assert_allclose(loss, (row0 + row1) / 2, rtol=1e-6)
+  padded = losses.cross_entropy(logits, jnp.array([1, 0, 7]), jnp.array([1.0, 1.0, 0.0]))
+  np.testing.assert_allclose(padded, loss, rtol=1e-6)  # a padding row's label is never read
+  np.testing.assert_allclose(losses.cross_entropy(logits, labels, jnp.zeros(3)), 0.0)
+
+
+def test_contrastive_terms_by_hand():
+  audio = jnp.zeros((4, 2))
+  video = jnp.array([[3.0, 4.0], [3.0, 4.0], [0.6, 0.8], [0.0, 0.0]])
+  y = jnp.array([1.0, 0.0, 0.0, 0.0])
+  per_row = []
+  for i in range(4):
+    per_row.append(losses.contrastive_loss(audio[i:i + 1], video[i:i + 1], y[i:i + 1],
+                                           jnp.ones(1), MARGIN))
+  # positive: d^2 = 25; negative beyond the margin (d = 5 > 2): exactly 0;
+  # negative inside it (d = 1): (2 - 1)^2 = 1; identical embeddings (d = 0): 2^2 = 4.
+  np.testing.assert_allclose(per_row[0], 25.0, rtol=1e-6)
+  assert float(per_row[1]) == 0.0
+  np.testing.assert_allclose(per_row[2], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(per_row[3], 4.0, rtol=1e-6)
+  both = losses.contrastive_loss(audio, video, y, jnp.array([1.0, 1.0, 1.0, 0.0]), MARGIN)
+  np.testing.assert_allclose(both, (25.0 + 0.0 + 1.0) / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("y", [0.0, 1.0])
+def test_contrastive_gradient_is_finite_at_zero_distance(y):
+  emb = jnp.array([[0.5, -1.0, 2.0]])
+  grads = jax.grad(lambda a, v: losses.contrastive_loss(a, v, jnp.array([y]), jnp.ones(1),
+                                                        MARGIN), argnums=(0, 1))(emb, emb)
+  for g in grads:
+    assert np.all(np.isfinite(g))
+
+
+def _pair_loss(audio, video, labels, weights, proportions):
+  index, y, pair_weight, _ = losses.make_pairs(labels, weights, jax.random.key(3), proportions)
+  return losses.contrastive_loss(audio, video[index], y, pair_weight, MARGIN)
+
+
+@pytest.mark.parametrize("proportions,labels,expected", [
+  # positive: each audio with its own video; d = (1, 0.5) -> mean(1, 0.25).
+  ((1.0, 0.0, 0.0), [0, 1], (1.0 + 0.25) / 2),
+  # hard (labels differ): audio 0 with video 1 (d = |(1, 0.5) - (0, 0)| = sqrt(1.25)),
+  # audio 1 with video 0 (d = |(1, 0) - (1, 0)| = 0) -> mean((2 - sqrt(1.25))^2, 2^2).
+  ((0.0, 1.0, 0.0), [0, 1], ((MARGIN - np.sqrt(1.25)) ** 2 + MARGIN ** 2) / 2),
+  # super-hard (same label, other clip): the same partners as above.
+  ((0.0, 0.0, 1.0), [2, 2], ((MARGIN - np.sqrt(1.25)) ** 2 + MARGIN ** 2) / 2),
+])
+def test_pair_types_by_hand(proportions, labels, expected):
+  audio = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  video = jnp.array([[1.0, 0.0], [1.0, 0.5]])
+  loss = _pair_loss(audio, video, jnp.array(labels), jnp.ones(2), proportions)
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_type_without_partner_gets_weight_zero():
+  labels = jnp.array([1, 1, 1, 3])
+  weights = jnp.array([1.0, 1.0, 1.0, 0.0])  # the only other label is padding
+  _, _, pair_weight, pair_type = losses.make_pairs(labels, weights, jax.random.key(0),
+                                                   (0.0, 1.0, 0.0))
+  assert np.all(np.asarray(pair_type) == HARD)
+  np.testing.assert_array_equal(pair_weight, 0.0)
+  _, _, pair_weight, _ = losses.make_pairs(jnp.array([0, 1]), jnp.ones(2), jax.random.key(0),
+                                           (0.0, 0.0, 1.0))
+  np.testing.assert_array_equal(pair_weight, 0.0)
+
+
+def test_pairs_over_a_big_batch():
+  n = 2000
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, n)
+  weights = (rng.uniform(size=n) > 0.1).astype(np.float32)
+  proportions = (0.5, 0.3, 0.2)
+  index, y, pair_weight, pair_type = map(np.asarray, jax.jit(
+    losses.make_pairs, static_argnums=3)(jnp.asarray(labels), jnp.asarray(weights),
+                                         jax.random.key(1), proportions))
+  real = weights > 0
+  rows = np.arange(n)
+  np.testing.assert_array_equal(pair_weight, weights)  # every type has partners in this batch
+  np.testing.assert_array_equal(y, pair_type == POSITIVE)
+  np.testing.assert_array_equal(index[pair_type == POSITIVE], rows[pair_type == POSITIVE])
+  negative = pair_type != POSITIVE
+  assert np.all(index[negative] != rows[negative])
+  assert np.all(real[index[negative]])
+  hard, super_hard = pair_type == HARD, pair_type == SUPER_HARD
+  assert np.all(labels[index[hard]] != labels[hard])
+  assert np.all(labels[index[super_hard]] == labels[super_hard])
+  for kind, p in zip((POSITIVE, HARD, SUPER_HARD), proportions):
+    assert abs(np.mean(pair_type[real] == kind) - p) < 0.04
+  # Partners are spread out: k uniform draws among r rows hit about r (1 - exp(-k / r)) of them.
+  k, r = np.sum(negative & real), real.sum()
+  assert len(np.unique(index[negative & real])) > 0.9 * r * (1 - np.exp(-k / r))
+
+
+def test_partner_is_uniform_among_candidates():
+  labels = jnp.array([0, 1, 1, 0, 2, 1, 3])
+  weights = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+  keys = jax.random.split(jax.random.key(2), 4000)
+  index, *_ = jax.vmap(lambda k: losses.make_pairs(labels, weights, k, (0.0, 1.0, 0.0)))(keys)
+  counts = np.bincount(np.asarray(index)[:, 0], minlength=7)
+  # anchor 0 (label 0): hard candidates are rows 1, 2, 4, 6 (row 5 is padding, row 3 label 0).
+  assert counts[[0, 3, 5]].sum() == 0
+  np.testing.assert_allclose(counts[[1, 2, 4, 6]] / 4000, 0.25, atol=0.03)

@@ -1,0 +1,179 @@
+"""Model shapes, parameter counts and behaviour (tiny scale computed, paper scale only traced)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lbher_jax import models
+from lbher_jax.models import video
+
+BATCH = 3
+
+
+def _init_shapes(config):
+  """Variables of the model as ShapeDtypeStructs (jax.eval_shape: nothing is computed)."""
+  model = models.get_model(config)
+  spec = models.batch_spec(config, BATCH)
+  return model, spec, jax.eval_shape(lambda rng, batch: model.init(rng, batch, train=False),
+                                     jax.random.key(0), spec)
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+# Tiny scale, by hand (BatchNorm: convs have no bias, each BN has scale + bias):
+# audio: spectrogram 16x24, convs 4, 8 (3x3, 2x2 pool) -> map 4x6x8.
+_AUDIO_CONVS = (3 * 3 * 1 * 4 + 2 * 4) + (3 * 3 * 4 * 8 + 2 * 8)  # 44 + 304 = 348
+_AUDIO_HIDDEN = 8 * 8 + 8  # RNN / pooled features (8) -> embedding (8)
+_SIMPLE_CELL = 32 * 8 + (8 * 8 + 8)  # input (6 steps of 4 x 8 = 32) and recurrent kernels, bias
+_OUTPUT = 8 * 4 + 4
+# video: frames 4x12x16x3, 3x3x3 convs 2, 4, 4, 8; pools (1,2,2), (2,2,2), (2,2,2) -> 1x1x2x8.
+_VIDEO_CONVS = sum(27 * i * o + 2 * o for i, o in ((3, 2), (2, 4), (4, 4), (4, 8)))  # 1710
+_VIDEO_DENSE = (16 * 16 + 16) + (16 * 8 + 8)  # flattened 16 -> 16 -> embedding 8
+TINY_PARAMS = {
+  "cnn": _AUDIO_CONVS + _AUDIO_HIDDEN + _OUTPUT,  # 456
+  "cnn_rnn": _AUDIO_CONVS + _SIMPLE_CELL + _AUDIO_HIDDEN + _OUTPUT,  # 784
+  "cnn_lstm": _AUDIO_CONVS + 4 * _SIMPLE_CELL + _AUDIO_HIDDEN + _OUTPUT,  # 4 gates: 1768
+  "video3d": _VIDEO_CONVS + _VIDEO_DENSE + _OUTPUT,  # 2154
+  "hybrid": (_AUDIO_CONVS + _SIMPLE_CELL + _AUDIO_HIDDEN + _VIDEO_CONVS + _VIDEO_DENSE
+             + 16 * 4 + 4),  # both embeddings (8 + 8) -> 4 classes: 2934
+}
+STREAMS = {"cnn": ("audio",), "cnn_rnn": ("audio",), "cnn_lstm": ("audio",),
+           "video3d": ("video",), "hybrid": ("audio", "video")}
+
+
+def test_first_layer_by_hand():
+  _, _, variables = _init_shapes(models.default_model_config("hybrid", "tiny"))
+  params = variables["params"]
+  assert params["audio"]["Conv_0"]["kernel"].shape == (3, 3, 1, 4)  # 36 weights, no bias
+  assert params["video"]["Conv3D_0"]["kernel"].shape == (3, 3, 3, 3, 2)  # 162 weights
+  assert _count(params["video"]["Conv3D_0"]) == 162
+  assert _count(params["video"]["BatchNorm_0"]) == 4
+  assert variables["batch_stats"]["video"]["BatchNorm_0"]["mean"].shape == (2,)
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_tiny_shapes_and_parameter_counts(name):
+  model, spec, variables = _init_shapes(models.default_model_config(name, "tiny"))
+  assert _count(variables["params"]) == TINY_PARAMS[name]
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
+  out = jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables, spec)
+  expected = {"logits"} | {f"{s}_embedding" for s in STREAMS[name]}
+  assert set(out) == expected
+  assert out["logits"].shape == (BATCH, 4) and out["logits"].dtype == jnp.float32
+  for stream in STREAMS[name]:
+    assert out[f"{stream}_embedding"].shape == (BATCH, 8)
+
+
+def test_conv3d_implementations_agree():
+  """The CPU path (a 2-D conv over stacked temporal taps) is the 3-D convolution."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 3, 2))
+  np.testing.assert_allclose(video._conv3d_as_2d(x, kernel), video._conv3d(x, kernel),
+                             rtol=1e-5, atol=1e-5)
+  # By hand at one output: the sum over the 3x3x3 window (zero outside) of x * kernel.
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+  by_hand = np.einsum("dhwc,dhwco->o", padded[1, 0:3, 2:5, 5:8], np.asarray(kernel))
+  np.testing.assert_allclose(video._conv3d_as_2d(x, kernel)[1, 0, 2, 5], by_hand, rtol=1e-5)
+  def grads(conv):
+    return jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1))(x, kernel)
+
+  grads_2d, grads_3d = grads(video._conv3d_as_2d), grads(video._conv3d)
+  for a, b in zip(grads_2d, grads_3d):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_rnn_cells():
+  def cell_params(name, rnn_cell="simple"):
+    config = models.default_model_config(name, "tiny")
+    config.rnn_cell = rnn_cell
+    params = _init_shapes(config)[2]["params"]["audio"]
+    return {k: set(v) for k, v in params.items() if k.endswith("Cell_0")}
+
+  assert cell_params("cnn_rnn", rnn_cell="lstm") == {"SimpleCell_0": {"i", "h"}}
+  assert cell_params("cnn_lstm") == {"LSTMCell_0": {"ii", "if", "ig", "io", "hi", "hf", "hg",
+                                                    "ho"}}
+  assert cell_params("hybrid") == {"SimpleCell_0": {"i", "h"}}
+  assert set(cell_params("hybrid", rnn_cell="gru")) == {"GRUCell_0"}
+  assert cell_params("cnn") == {}
+
+
+def test_paper_scale_traced_only():
+  model, spec, variables = _init_shapes(models.default_model_config("hybrid", "paper"))
+  params = variables["params"]
+  # audio 200x300 -> four 2x2 pools -> 12x18x128: 18 RNN steps of 12 * 128 features.
+  assert params["audio"]["SimpleCell_0"]["i"]["kernel"].shape == (12 * 128, 256)
+  # video 20x60x100 -> pools (1,2,2), (2,2,2), (2,2,2) -> 5x7x12x256, flattened.
+  assert params["video"]["Dense_0"]["kernel"].shape == (5 * 7 * 12 * 256, 256)
+  assert params["output"]["Dense_0"]["kernel"].shape == (512, 4)
+  assert 29e6 < _count(params) < 30e6
+  out = jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables, spec)
+  assert out["logits"].shape == (BATCH, 4)
+  assert out["audio_embedding"].shape == out["video_embedding"].shape == (BATCH, 256)
+
+
+def test_config_and_spec():
+  config = models.default_model_config("video3d", "small")
+  spec = models.batch_spec(config, 5)
+  assert spec["audio"].shape == (5, 64, 96) and spec["audio"].dtype == jnp.float32
+  assert spec["video"].shape == (5, 20, 30, 50, 3) and spec["video"].dtype == jnp.uint8
+  with pytest.raises(ValueError, match="unknown model name 'lstm'"):
+    models.default_model_config("lstm", "tiny")
+  with pytest.raises(ValueError, match="unknown model scale"):
+    models.default_model_config("cnn", "huge")
+
+
+def _random_batch(config):
+  spec = models.batch_spec(config, 4)
+  rng = np.random.default_rng(0)
+  return {"audio": rng.uniform(-1, 1, spec["audio"].shape).astype(np.float32),
+          "video": rng.integers(0, 256, spec["video"].shape, dtype=np.uint8),
+          "weight": np.array([1.0, 1.0, 1.0, 0.0], np.float32)}
+
+
+def _numpy_variables(shapes):
+  """Random parameters and unit batch statistics without compiling Flax's initialisers."""
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: rng.normal(0, 0.3, x.shape).astype(np.float32),
+                        shapes["params"])
+  stats = jax.tree_util.tree_map_with_path(
+    lambda path, x: np.full(x.shape, path[-1].key == "var", np.float32), shapes["batch_stats"])
+  return {"params": params, "batch_stats": stats}
+
+
+def test_padding_rows_do_not_touch_real_rows():
+  """BatchNorm statistics (and so every real row's output) ignore rows with weight 0."""
+  config = models.default_model_config("hybrid", "tiny")
+  config.dropout = 0.0
+  model, _, shapes = _init_shapes(config)
+  variables = _numpy_variables(shapes)
+  batch = _random_batch(config)
+  other = {k: v.copy() for k, v in batch.items()}
+  other["audio"][3] = 1.0
+  other["video"][3] = 255
+
+  train_apply = jax.jit(lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"]))
+  (out, stats), (out_other, stats_other) = (train_apply(variables, b) for b in (batch, other))
+  for key in out:
+    np.testing.assert_allclose(out[key][:3], out_other[key][:3], rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               stats, stats_other)
+  assert not np.allclose(out["logits"][3], out_other["logits"][3])
+
+
+def test_bfloat16_compute():
+  """float32 parameters and outputs, values close to float32 compute."""
+  config = models.default_model_config("hybrid", "tiny")
+  model, _, shapes = _init_shapes(config)
+  variables = _numpy_variables(shapes)
+  batch = _random_batch(config)
+  config.dtype = "bfloat16"
+  model_bf16 = models.get_model(config)
+  out = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
+  out_bf16 = jax.jit(lambda v, b: model_bf16.apply(v, b, train=False))(variables, batch)
+  for key in out:
+    assert out_bf16[key].dtype == jnp.float32
+    np.testing.assert_allclose(out_bf16[key], out[key], atol=0.05 * np.abs(out[key]).max())
+  assert not np.array_equal(out_bf16["logits"], out["logits"])
