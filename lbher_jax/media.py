@@ -1,0 +1,258 @@
+"""Media decoding with the ffmpeg binary that imageio-ffmpeg ships (no ffprobe, no shell).
+
+Three calls cover everything the pipeline needs: `probe` (what is in a file), `decode_audio` (one
+mono float32 window) and `read_frames` (a few RGB frames at given times). Each is one ffmpeg process
+whose input seek (`-ss` before `-i`) keeps the work proportional to the window, not the file.
+
+Frame timing. `read_frames` resamples the video stream to a constant grid of R frames per second
+with ffmpeg's `fps` filter (R = the stream's frame rate, the larger of its `fps` and `tbr`) and
+returns, for each requested time t, grid slot round(t * R). For constant-frame-rate video the grid
+is the frames themselves, so this is the frame nearest t; for variable-frame-rate video it is the
+frame on screen at the grid point nearest t. Rotation metadata is applied by ffmpeg's
+autorotation, and `MediaInfo.width`/`height` are the displayed (rotated) size, so they match the
+decoded frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+_MAX_GRID_RATE = 240.0  # a `tbr` above this is a timebase, not a frame rate
+_DEFAULT_RATE = 25.0  # for streams that report no rate at all
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad": 4,
+                    "hexagonal": 6, "octagonal": 8, "cube": 8, "hexadecagonal": 16}
+
+
+class MediaError(Exception):
+  """A media file cannot be used; str() is one line, "<path>: <problem>"."""
+
+  def __init__(self, path, problem: str):
+    super().__init__(f"{path}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+  """What `ffmpeg -i` reports about a file. Sizes are as displayed (after rotation); 0 = absent."""
+
+  path: Path
+  duration: float
+  has_audio: bool
+  has_video: bool
+  width: int = 0
+  height: int = 0
+  fps: float = 0.0
+  audio_rate: int = 0
+  audio_channels: int = 0
+  rotation: float = 0.0  # degrees, as ffmpeg's display matrix states it (counter-clockwise)
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+  """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
+  return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check_file(path) -> Path:
+  path = Path(path)
+  if not path.is_file():
+    raise MediaError(path, "file not found")
+  if path.stat().st_size == 0:
+    raise MediaError(path, "empty file (0 bytes)")
+  return path
+
+
+def _ffmpeg_problem(stderr: str, path: Path) -> str:
+  """The informative line of an ffmpeg error, without the path ffmpeg puts in front of it."""
+  if "matches no streams" in stderr:
+    return "no such stream"
+  lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+  lines = [ln for ln in lines if not ln.startswith(("At least one output", "Error opening"))]
+  line = lines[-1] if lines else "ffmpeg failed"
+  line = re.sub(r"^\[[^\]]*\]\s*|Error opening input( file)?:?\s*", "", line)
+  line = line.replace(f"{path}: ", "").replace(f"'{path}'", "file")
+  if "Invalid data found" in line or "moov atom not found" in stderr:
+    return f"not a readable media file ({line})"
+  return f"ffmpeg: {line}"
+
+
+def _channels(layout: str) -> int:
+  """Number of channels of an ffmpeg channel layout name ("stereo", "5.1(side)", "3 channels")."""
+  layout = layout.strip()
+  if m := re.fullmatch(r"(\d+) channels.*", layout):
+    return int(m.group(1))
+  if m := re.fullmatch(r"(\d+(?:\.\d+)+).*", layout):
+    return sum(int(part) for part in m.group(1).split("."))
+  return _LAYOUT_CHANNELS.get(layout.split("(")[0], 0)
+
+
+def _rate(text: str) -> float:
+  return float(text[:-1]) * 1000 if text.endswith("k") else float(text)
+
+
+def _parse_probe(stderr: str, path: Path) -> MediaInfo:
+  """Reads duration and the first audio and video stream of `ffmpeg -i` output."""
+  if "Input #0" not in stderr:
+    raise MediaError(path, _ffmpeg_problem(stderr, path))
+  duration = 0.0
+  if m := re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", stderr):
+    duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+  video = audio = None
+  for m in re.finditer(r"^\s*Stream #0:\d+\S*: (Video|Audio): (.*)$", stderr, re.M):
+    kind, line = m.groups()
+    if kind == "Video" and video is None and "(attached pic)" not in line:
+      video = (line, stderr[m.end():].split("Stream #", 1)[0])
+    elif kind == "Audio" and audio is None:
+      audio = line
+  if video is None and audio is None:
+    raise MediaError(path, "no decodable audio or video stream")
+  fields = {}
+  if video is not None:
+    line, details = video
+    if m := re.search(r"[ ,]([1-9]\d*)x([1-9]\d*)(?=[ ,\[]|$)", line):
+      fields["width"], fields["height"] = int(m.group(1)), int(m.group(2))
+    fps = re.search(r"([\d.]+k?) fps", line)
+    tbr = re.search(r"([\d.]+k?) tbr", line)
+    rates = [_rate(fps.group(1))] if fps else []
+    if tbr and _rate(tbr.group(1)) <= _MAX_GRID_RATE:
+      rates.append(_rate(tbr.group(1)))
+    fields["fps"] = max(rates, default=0.0)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", details)
+    tag = re.search(r"^\s*rotate\s*:\s*(-?[\d.]+)", details, re.M)
+    rotation = float(rot.group(1)) if rot else -float(tag.group(1)) if tag else 0.0
+    fields["rotation"] = rotation
+    if round(rotation) % 180 == 90 and "width" in fields:
+      fields["width"], fields["height"] = fields["height"], fields["width"]
+  if audio is not None:
+    if m := re.search(r"(\d+) Hz, ([^,]+)", audio):
+      fields["audio_rate"], fields["audio_channels"] = int(m.group(1)), _channels(m.group(2))
+  return MediaInfo(path=path, duration=duration, has_audio=audio is not None,
+                   has_video=video is not None, **fields)
+
+
+def _decoded_duration(path: Path) -> float:
+  """Duration found by decoding, for containers whose header states none."""
+  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-f", "null",
+                         "-"], capture_output=True, text=True, errors="replace", check=False)
+  times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
+  if not times:
+    return 0.0
+  h, m, s = times[-1]
+  return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def probe(path) -> MediaInfo:
+  """Describes a media file; raises MediaError when it is missing, empty or not decodable."""
+  path = _check_file(path)
+  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)],
+                        capture_output=True, text=True, errors="replace", check=False)
+  info = _parse_probe(proc.stderr, path)
+  if info.duration <= 0:
+    info = dataclasses.replace(info, duration=_decoded_duration(path))
+  return info
+
+
+def _window_args(start: float | None, end: float | None) -> list[str]:
+  """Input options that make ffmpeg read only [start, end)."""
+  if start is not None and start < 0:
+    raise ValueError(f"start must be >= 0, got {start}")
+  if start is not None and end is not None and end <= start:
+    raise ValueError(f"end ({end}) must be after start ({start})")
+  args = ["-ss", f"{start:.6f}"] if start else []
+  if end is not None:
+    args += ["-t", f"{end - (start or 0.0):.6f}"]
+  return args
+
+
+def decode_audio(path, sample_rate: int, start: float | None = None,
+                 end: float | None = None) -> np.ndarray:
+  """The first audio stream of `path` between start and end (s), as float32 mono at sample_rate.
+
+  Channels are averaged (ffmpeg's own downmix would add correlated stereo channels 3 dB louder,
+  which would shift the fixed dB scale of the spectrograms).
+  """
+  path = _check_file(path)
+  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", *_window_args(start, end),
+         "-i", str(path), "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"]
+  proc = subprocess.run(cmd, capture_output=True, check=False)
+  stderr = proc.stderr.decode(errors="replace")
+  if proc.returncode != 0:
+    if "Input #0" in stderr and "matches no streams" in stderr:
+      raise MediaError(path, "no audio stream")
+    raise MediaError(path, _ffmpeg_problem(stderr, path))
+  out = re.search(r"Output #0.*?Audio: pcm_f32le, \d+ Hz, ([^,]+)", stderr, re.S)
+  channels = _channels(out.group(1)) if out else 1
+  wave = np.frombuffer(proc.stdout, np.float32)
+  if channels > 1:
+    wave = wave[: len(wave) // channels * channels].reshape(-1, channels).mean(axis=1)
+  return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _grid_rate(info: MediaInfo) -> float:
+  return info.fps if info.fps > 0 else _DEFAULT_RATE
+
+
+def read_frames(path, times: Sequence[float], height: int | None = None,
+                width: int | None = None, *, info: MediaInfo | None = None) -> np.ndarray:
+  """uint8 RGB frames [len(times), H, W, 3] at the given absolute times (s).
+
+  Seeks to just before the earliest time and decodes only up to the latest; holds only the frames
+  asked for. Times past the end give the last frame. Without height/width the displayed size.
+  `info` (the result of `probe(path)`) saves probing the file again.
+  """
+  info = info or probe(path)
+  path = info.path
+  if not info.has_video:
+    raise MediaError(path, "no video stream")
+  if (height is None) != (width is None):
+    raise ValueError("give both height and width, or neither")
+  height, width = (height, width) if height else (info.height, info.width)
+  if height <= 0 or width <= 0:
+    raise MediaError(path, "unknown frame size")
+  times = np.clip(np.asarray(times, np.float64), 0.0, info.duration)
+  if times.size == 0:
+    return np.zeros((0, height, width, 3), np.uint8)
+  rate = _grid_rate(info)
+  # Seek to a grid point two frames early so constant-rate frames land exactly on the grid.
+  first = max(0, int(np.floor(times.min() * rate)) - 2)
+  seek = first / rate
+  slots = np.rint((times - seek) * rate).astype(np.int64)
+  wanted = np.unique(slots)
+  select = "+".join(f"eq(n,{k})" for k in wanted)
+  # fps: resample onto the grid (start_time=0 pads the start); tpad clones the last frame so that
+  # slots past the end of the stream exist (a finite count: with stop=-1 ffmpeg never returns);
+  # select keeps only the slots asked for.
+  vf = (f"fps={rate:.6f}:start_time=0,tpad=stop={wanted[-1] + 1}:stop_mode=clone,"
+        f"select='{select}',scale={width}:{height}:flags=area")
+  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{seek:.6f}",
+         "-i", str(path), "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
+         "-frames:v", str(len(wanted)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+  frame_bytes = height * width * 3
+  frames = np.empty((len(wanted), height, width, 3), np.uint8)
+  # stderr goes to a file: a pipe nobody reads while frames stream could fill up and block ffmpeg.
+  with tempfile.TemporaryFile() as log, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                         stderr=log) as proc:
+    got = 0
+    while got < len(wanted):
+      buf = proc.stdout.read(frame_bytes)
+      if len(buf) < frame_bytes:
+        break
+      frames[got] = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+      got += 1
+    proc.stdout.close()
+    proc.wait()
+    log.seek(0)
+    stderr = log.read().decode(errors="replace")
+  if got < len(wanted):
+    problem = _ffmpeg_problem(stderr, path) if stderr.strip() else "no decodable video frames"
+    raise MediaError(path, problem)
+  return frames[np.searchsorted(wanted, slots)]
+
