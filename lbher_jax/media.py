@@ -28,6 +28,8 @@ import numpy as np
 
 _MAX_GRID_RATE = 240.0  # a `tbr` above this is a timebase, not a frame rate
 _DEFAULT_RATE = 25.0  # for streams that report no rate at all
+_TRUNCATED = ("partial file", "ended prematurely")  # what ffmpeg's demuxers say of a cut file
+_MAX_FRAMES_PER_CALL = 64  # ffmpeg cannot parse a select expression of a few hundred terms
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad": 4,
                     "hexagonal": 6, "octagonal": 8, "cube": 8, "hexadecagonal": 16}
 
@@ -70,6 +72,11 @@ def _check_file(path) -> Path:
   return path
 
 
+def _input(path: Path) -> str:
+  """The name ffmpeg is given: absolute, so that no file name ("concat:a|b") reads as a protocol."""
+  return str(Path(path).absolute())
+
+
 def _ffmpeg_problem(stderr: str, path: Path) -> str:
   """The informative line of an ffmpeg error, without the path ffmpeg puts in front of it."""
   if "matches no streams" in stderr:
@@ -78,7 +85,8 @@ def _ffmpeg_problem(stderr: str, path: Path) -> str:
   lines = [ln for ln in lines if not ln.startswith(("At least one output", "Error opening"))]
   line = lines[-1] if lines else "ffmpeg failed"
   line = re.sub(r"^\[[^\]]*\]\s*|Error opening input( file)?:?\s*", "", line)
-  line = line.replace(f"{path}: ", "").replace(f"'{path}'", "file")
+  for name in (_input(path), str(path)):
+    line = line.replace(f"{name}: ", "").replace(f"'{name}'", "file")
   if "Invalid data found" in line or "moov atom not found" in stderr:
     return f"not a readable media file ({line})"
   return f"ffmpeg: {line}"
@@ -140,8 +148,9 @@ def _parse_probe(stderr: str, path: Path) -> MediaInfo:
 
 def _decoded_duration(path: Path) -> float:
   """Duration found by decoding, for containers whose header states none."""
-  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-f", "null",
-                         "-"], capture_output=True, text=True, errors="replace", check=False)
+  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input(path), "-f",
+                         "null", "-"], capture_output=True, text=True, errors="replace",
+                        check=False)
   times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
   if not times:
     return 0.0
@@ -152,7 +161,7 @@ def _decoded_duration(path: Path) -> float:
 def probe(path) -> MediaInfo:
   """Describes a media file; raises MediaError when it is missing, empty or not decodable."""
   path = _check_file(path)
-  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)],
+  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input(path)],
                         capture_output=True, text=True, errors="replace", check=False)
   info = _parse_probe(proc.stderr, path)
   if info.duration <= 0:
@@ -181,13 +190,15 @@ def decode_audio(path, sample_rate: int, start: float | None = None,
   """
   path = _check_file(path)
   cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", *_window_args(start, end),
-         "-i", str(path), "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"]
+         "-i", _input(path), "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"]
   proc = subprocess.run(cmd, capture_output=True, check=False)
   stderr = proc.stderr.decode(errors="replace")
   if proc.returncode != 0:
     if "Input #0" in stderr and "matches no streams" in stderr:
       raise MediaError(path, "no audio stream")
     raise MediaError(path, _ffmpeg_problem(stderr, path))
+  if any(sign in stderr for sign in _TRUNCATED):
+    raise MediaError(path, "truncated file (its data ends before its stated length)")
   out = re.search(r"Output #0.*?Audio: pcm_f32le, \d+ Hz, ([^,]+)", stderr, re.S)
   channels = _channels(out.group(1)) if out else 1
   wave = np.frombuffer(proc.stdout, np.float32)
@@ -206,7 +217,8 @@ def read_frames(path, times: Sequence[float], height: int | None = None,
 
   Seeks to just before the earliest time and decodes only up to the latest; holds only the frames
   asked for. Times past the end give the last frame. Without height/width the displayed size.
-  `info` (the result of `probe(path)`) saves probing the file again.
+  `info` (the result of `probe(path)`) saves probing the file again. Many times (a long video)
+  are read by several ffmpeg calls of at most `_MAX_FRAMES_PER_CALL` frames each.
   """
   info = info or probe(path)
   path = info.path
@@ -220,7 +232,15 @@ def read_frames(path, times: Sequence[float], height: int | None = None,
   times = np.clip(np.asarray(times, np.float64), 0.0, info.duration)
   if times.size == 0:
     return np.zeros((0, height, width, 3), np.uint8)
-  rate = _grid_rate(info)
+  unique, inverse = np.unique(times, return_inverse=True)
+  parts = [_read_sorted(path, unique[i:i + _MAX_FRAMES_PER_CALL], _grid_rate(info), height, width)
+           for i in range(0, len(unique), _MAX_FRAMES_PER_CALL)]
+  return np.concatenate(parts)[inverse.reshape(-1)]
+
+
+def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
+                 width: int) -> np.ndarray:
+  """One ffmpeg call: the frames at the sorted `times` on the constant grid of `rate` per second."""
   # Seek to a grid point two frames early so constant-rate frames land exactly on the grid.
   first = max(0, int(np.floor(times.min() * rate)) - 2)
   seek = first / rate
@@ -233,7 +253,7 @@ def read_frames(path, times: Sequence[float], height: int | None = None,
   vf = (f"fps={rate:.6f}:start_time=0,tpad=stop={wanted[-1] + 1}:stop_mode=clone,"
         f"select='{select}',scale={width}:{height}:flags=area")
   cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{seek:.6f}",
-         "-i", str(path), "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
+         "-i", _input(path), "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
          "-frames:v", str(len(wanted)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
   frame_bytes = height * width * 3
   frames = np.empty((len(wanted), height, width, 3), np.uint8)

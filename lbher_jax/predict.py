@@ -22,9 +22,11 @@ def check_media(path: Path) -> media.MediaInfo:
   """Probes `path`; raises media.MediaError naming it unless it has audio and video streams."""
   info = media.probe(path)
   if not info.has_audio:
-    raise media.MediaError(f"{path}: no audio stream (LbHER needs the audio track)")
+    raise media.MediaError(path, "no audio stream (LbHER needs the audio track)")
   if not info.has_video:
-    raise media.MediaError(f"{path}: no video stream (LbHER needs the face frames)")
+    raise media.MediaError(path, "no video stream (LbHER needs the face frames)")
+  if info.duration <= 0:
+    raise media.MediaError(path, "no duration (the streams hold no samples)")
   return info
 
 
@@ -39,6 +41,8 @@ def segment_inputs(info: media.MediaInfo, audio_params: audio_features.AudioPara
     part = bounds[i:i + chunk]
     start, end = part[0][0], part[-1][1]
     wave = media.decode_audio(path, audio_params.sample_rate, start, end)
+    if not np.isfinite(wave).all():
+      raise media.MediaError(path, "audio has non-finite samples (NaN or Inf)")
     if wave.size == 0 or np.max(np.abs(wave)) < 1e-6:
       wave = np.zeros(max(wave.size, 1), np.float32)   # silence is a valid (neutral-ish) input
     rel = dataclasses.replace(audio_params, mode="segments")
@@ -47,6 +51,8 @@ def segment_inputs(info: media.MediaInfo, audio_params: audio_features.AudioPara
             wave[int((a - start) * rel.sample_rate):int((b - start) * rel.sample_rate)], rel,
             rng)[0]
         for a, b in part])
+    if not np.isfinite(spec).all():
+      raise media.MediaError(path, f"non-finite spectrogram values at {start:.1f}-{end:.1f} s")
     frames, face = video_features.segment_frames(path, part, None, video_params)
     yield part, {"audio": spec.astype(np.float32), "video": frames}, face
 
@@ -132,7 +138,7 @@ def run(config, workdir: str, videos: list[str], output: str | None) -> int:
   from lbher_jax.data.shards import atomic_write_text  # pylint: disable=import-outside-toplevel
   files = expand(videos)
   if not files:
-    raise media.MediaError(f"{' '.join(videos) or '--video'}: no video given or found")
+    raise media.MediaError(" ".join(videos) or "--video", "no video given or found")
   if len(files) == 1:                          # fail fast, before loading the model
     check_media(files[0])
   classify = load_classifier(config, Path(workdir))

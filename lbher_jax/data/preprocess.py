@@ -26,6 +26,7 @@ from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
 INDEX = "index.json"
+FRAME_CHUNK = 10  # segments whose frames are decoded together (the face box is found per chunk)
 FINGERPRINT = "fingerprint.json"
 
 
@@ -52,26 +53,30 @@ def utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
 def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarray, list[dict]]:
   """One utterance -> (spectrograms [n, F, T], frames [n, S, H, W, 3], n row records).
 
-  Raises media.MediaError or ValueError with a message naming the file when it cannot be used.
+  Raises media.MediaError (its message names the file) when the utterance cannot be used.
   """
   source = utt.audio or utt.video
   wave = media.decode_audio(source, settings.audio.sample_rate, utt.start, utt.end)
   if wave.size == 0:
-    raise media.MediaError(f"{source}: no audio samples in the requested window")
+    raise media.MediaError(source, "no audio samples in the requested window")
   if not np.isfinite(wave).all():
-    raise media.MediaError(f"{source}: audio has non-finite samples")
+    raise media.MediaError(source, "audio has non-finite samples (NaN or Inf)")
   if np.max(np.abs(wave)) < 1e-6:
-    raise media.MediaError(f"{source}: audio is silent")
+    raise media.MediaError(source, "audio is silent")
   duration = wave.size / settings.audio.sample_rate
   bounds = audio_features.segment_bounds(duration, settings.audio)
   spec = audio_features.spectrogram_segments(wave, settings.audio, utterance_rng(settings.seed,
                                                                                  utt.id))
   if not np.isfinite(spec).all():
-    raise ValueError(f"{source}: spectrogram has non-finite values")
+    raise media.MediaError(source, "spectrogram has non-finite values")
   offset = utt.start or 0.0
   if utt.video is not None:
-    frames, face = video_features.segment_frames(
-        utt.video, [(offset + a, offset + b) for a, b in bounds], utt.side, settings.video)
+    # A chunk of segments at a time, so a long video never has all its frames decoded at once.
+    parts = [video_features.segment_frames(
+        utt.video, [(offset + a, offset + b) for a, b in bounds[i:i + FRAME_CHUNK]], utt.side,
+        settings.video) for i in range(0, len(bounds), FRAME_CHUNK)]
+    frames = np.concatenate([f for f, _ in parts])
+    face = sum(fraction * len(f) for f, fraction in parts) / len(frames)
   else:
     v = settings.video
     frames = np.zeros((len(bounds), v.frames_per_segment, v.height, v.width, 3), np.uint8)
@@ -94,8 +99,10 @@ def _process_shard(task: tuple[int, list[Utterance], Settings, str]) -> dict:
   for utt in utts:
     try:
       s, f, r = featurize(utt, settings)
-    except (media.MediaError, ValueError, OSError) as e:
-      rejects.append({"id": utt.id, "file": str(utt.video or utt.audio), "reason": str(e)})
+    except Exception as e:  # pylint: disable=broad-except  # one bad file never stops the batch
+      reason = (str(e) if isinstance(e, media.MediaError)
+                else f"{utt.audio or utt.video}: {type(e).__name__}: {e}")
+      rejects.append({"id": utt.id, "file": str(utt.video or utt.audio), "reason": reason})
       continue
     specs.append(s)
     frames.append(f)

@@ -21,6 +21,9 @@ import scipy.signal
 
 _GATE_FLOOR_DB = -100.0  # floor of the dB values the gate compares (finite for silence)
 _NYQUIST_MARGIN = 0.98  # the band-pass high edge stays below this fraction of Nyquist
+# Samples are clipped to +-this (full scale is 1): far louder than anything the +-db_limit scale can
+# tell apart, and low enough that no intermediate power overflows float32.
+MAX_AMPLITUDE = 1e4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +63,8 @@ def segment_bounds(duration: float, params: AudioParams) -> list[tuple[float, fl
   Whole segments of segment_seconds, then the remainder if it lasts at least min_last_segment;
   always at least one segment. Mode "full": one segment covering the utterance.
   """
-  if duration < 0:
-    raise ValueError(f"duration must be >= 0, got {duration}")
+  if not (np.isfinite(duration) and duration >= 0):
+    raise ValueError(f"duration must be a finite number >= 0, got {duration}")
   seg = params.segment_seconds
   if params.mode == "full" or duration <= seg:
     return [(0.0, float(duration))]
@@ -264,9 +267,11 @@ def spectrogram_segments(wave: np.ndarray, params: AudioParams,
   """float32 [n_segments, height, width] in [-1, 1] for one utterance sampled at params.sample_rate.
 
   `rng` draws the padding noise, so the result is deterministic for a given generator state.
+  Any finite wave gives finite values (samples beyond +-MAX_AMPLITUDE are clipped first).
   """
   sr = params.sample_rate
-  wave = bandpass(np.asarray(wave, np.float32), sr, params.bandpass_low, params.bandpass_high)
+  wave = np.clip(np.asarray(wave, np.float32), -MAX_AMPLITUDE, MAX_AMPLITUDE)
+  wave = bandpass(wave, sr, params.bandpass_low, params.bandpass_high)
   seg_len = int(round(params.segment_seconds * sr))
   out = []
   for start, end in segment_bounds(len(wave) / sr, params):
