@@ -163,7 +163,8 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   source = loader_lib.source_from_records(_shards_dir(workdir), parts.test)
   example = source[0]
   batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
-  state = loop.restore_for_inference(model, mesh, workdir, batch_shapes)
+  state = loop.restore_for_inference(model, mesh, workdir, batch_shapes,
+                                     prefer_best=config.eval.checkpoint == "best")
   probs = loop.predict(model, state, source, mesh, config.eval.batch_size)
   ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
   meta = {r["utt"]: r for r in parts.test}

@@ -118,7 +118,8 @@ def load_classifier(config, workdir: Path) -> Callable[[dict], np.ndarray]:
   shapes = {"audio": (1, a.height, a.width),
             "video": (1, v.frames_per_segment, v.height, v.width, 3),
             "label": (1,), "weight": (1,)}
-  state = loop.restore_for_inference(model, mesh, Path(workdir), shapes)
+  state = loop.restore_for_inference(model, mesh, Path(workdir), shapes,
+                                     prefer_best=config.eval.checkpoint == "best")
   step = loop.compile_eval_step(model, mesh)
 
   def classify(batch: dict) -> np.ndarray:

@@ -34,7 +34,7 @@ from scipy.io import wavfile
 from lbher_jax import LABEL_TO_ID, LABELS
 from lbher_jax.datasets import CorpusError, Utterance
 
-VERSION = 1  # Bump whenever the generated content changes, so stale caches no longer match.
+VERSION = 2  # Bump whenever the generated content changes, so stale caches no longer match.
 WIDTH = 128
 HEIGHT = 128
 FPS = 25
@@ -470,7 +470,7 @@ def _existing(root: Path, params: dict) -> bool:
   return True
 
 
-def ensure(root: str | Path, *, seed: int = 0, num_speakers: int = 10, clips_per_emotion: int = 4,
+def ensure(root: str | Path, *, seed: int = 0, num_speakers: int = 16, clips_per_emotion: int = 3,
            min_duration: float = 1.5, max_duration: float = 6.0) -> Path:
   """Generates the demo corpus in `root` unless it is already there; returns `root`.
 

@@ -2,7 +2,9 @@
 
 The CNN+RNN audio stream without its output layer and the 3-D CNN video stream; their last
 hidden layers (both embed_dim wide, so the contrastive distance between them is defined) are
-concatenated and feed one output layer.
+concatenated and feed one output layer. Each stream also has its own output layer
+("audio_logits", "video_logits"): fine-tuning can add their cross-entropy (per-modality losses,
+as in MBT) so that neither stream is left unlearned when the other fits the training speakers.
 """
 
 from typing import Any
@@ -40,5 +42,10 @@ class HybridModel(nn.Module):
       batch["video"], train=train, mask=mask)
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       jnp.concatenate([audio, video], axis=-1), train=train)
-    return {"logits": logits, "audio_embedding": audio.astype(jnp.float32),
+    audio_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="audio_output")(
+      audio, train=train)
+    video_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="video_output")(
+      video, train=train)
+    return {"logits": logits, "audio_logits": audio_logits, "video_logits": video_logits,
+            "audio_embedding": audio.astype(jnp.float32),
             "video_embedding": video.astype(jnp.float32)}

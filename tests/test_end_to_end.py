@@ -1,0 +1,108 @@
+"""The one command, as a user runs it: Algorithm 1 on a tiny demo corpus, resume, predict."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lbher_jax import LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main(workdir: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "LBHER_CACHE": str(cache), "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_backend_optimization_level=0"}   # compile fast; tests only
+  cmd = [sys.executable, "-m", "lbher_jax.main", "--config", "configs/demo.py:tiny",
+         "--workdir", str(workdir), *args]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("e2e")
+  workdir, cache = base / "work", base / "cache"
+  first = _main(workdir, cache)
+  assert first.returncode == 0, first.stderr[-3000:]
+  return workdir, cache, first
+
+
+def test_all_outputs_follow_the_contract(run):
+  workdir, _, first = run
+  results = json.loads((workdir / "results.json").read_text())
+  for key in ("labels", "accuracy", "unweighted_accuracy", "macro_f1", "per_class",
+              "confusion_matrix", "num_test", "protocol", "model"):
+    assert key in results, key
+  assert results["labels"] == list(LABELS)
+  assert results["protocol"] == "speaker" and results["model"] == "hybrid"
+  cm = results["confusion_matrix"]
+  assert sum(map(sum, cm)) == results["num_test"] > 0
+  assert abs(results["accuracy"] - sum(cm[i][i] for i in range(4)) / results["num_test"]) < 1e-9
+  with open(workdir / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == results["num_test"]
+  assert set(rows[0]) >= {"id", "speaker", "true", "pred", *[f"p_{l}" for l in LABELS]}
+  split = json.loads((workdir / "split.json").read_text())
+  test_speakers = {r["speaker"] for r in rows}
+  train_speakers = {i.split("_")[0] for i in split["train"] + split["val"]}
+  assert not test_speakers & train_speakers            # speaker-independent
+  assert (workdir / "figures" / "confusion_matrix.png").stat().st_size > 0
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["finetune", "pretrain"]
+  phases = {json.loads(l)["phase"] for l in (workdir / "metrics.jsonl").read_text().splitlines()}
+  assert phases == {"pretrain", "finetune"}
+  assert "Statistics P" in first.stdout and "Results R" in first.stdout
+
+
+def test_rerun_resumes_without_redoing_work(run):
+  workdir, cache, _ = run
+  before = {p: p.stat().st_mtime_ns for p in (workdir / "shards").iterdir()}
+  ckpts = sorted((workdir / "checkpoints" / "finetune").iterdir())
+  results = (workdir / "results.json").read_text()
+  again = _main(workdir, cache)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "finished earlier" in again.stderr
+  assert {p: p.stat().st_mtime_ns for p in (workdir / "shards").iterdir()} == before
+  assert sorted((workdir / "checkpoints" / "finetune").iterdir()) == ckpts
+  assert (workdir / "results.json").read_text() == results
+
+
+def _check_prediction(path: Path, video: Path) -> dict:
+  out = json.loads(path.read_text())
+  assert out["video"] == str(video)
+  assert out["label"] in LABELS and set(out["probabilities"]) == set(LABELS)
+  assert abs(sum(out["probabilities"].values()) - 1) < 1e-4
+  assert out["segments"] and out["segments"][0]["start"] == 0.0
+  assert out["duration_s"] >= out["segments"][-1]["end"] - 1e-6
+  return out
+
+
+def test_predict_on_a_demo_video(run):
+  workdir, cache, _ = run
+  video = next((cache / "demo-v2").rglob("*.mp4"))
+  result = _main(workdir, cache, "--mode", "predict", "--video", str(video))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "overall:" in result.stdout
+  _check_prediction(workdir / "predictions" / f"{video.stem}.json", video)
+
+
+def test_predict_on_a_real_recording(run, ravdess_fer_av, tmp_path):
+  workdir, cache, _ = run
+  video = ravdess_fer_av / "Actor_01" / "01-01-05-01-01-01-01.mp4"
+  out = tmp_path / "real.json"
+  result = _main(workdir, cache, "--mode", "predict", "--video", str(video), "--output", str(out))
+  assert result.returncode == 0, result.stderr[-3000:]
+  _check_prediction(out, video)
+
+
+def test_bad_video_is_one_line_error(run, tmp_path):
+  workdir, cache, _ = run
+  bad = tmp_path / "notes.mp4"
+  bad.write_text("not a video")
+  result = _main(workdir, cache, "--mode", "predict", "--video", str(bad))
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")
