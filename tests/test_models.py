@@ -38,7 +38,8 @@ TINY_PARAMS = {
   "cnn_lstm": _AUDIO_CONVS + 4 * _SIMPLE_CELL + _AUDIO_HIDDEN + _OUTPUT,  # 4 gates: 1768
   "video3d": _VIDEO_CONVS + _VIDEO_DENSE + _OUTPUT,  # 2154
   "hybrid": (_AUDIO_CONVS + _SIMPLE_CELL + _AUDIO_HIDDEN + _VIDEO_CONVS + _VIDEO_DENSE
-             + 16 * 4 + 4),  # both embeddings (8 + 8) -> 4 classes: 2934
+             + 16 * 4 + 4  # both embeddings (8 + 8) -> 4 classes
+             + 2 * _OUTPUT),  # each stream's own output layer (auxiliary losses): 3006
 }
 STREAMS = {"cnn": ("audio",), "cnn_rnn": ("audio",), "cnn_lstm": ("audio",),
            "video3d": ("video",), "hybrid": ("audio", "video")}
@@ -61,6 +62,8 @@ def test_tiny_shapes_and_parameter_counts(name):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
   out = jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables, spec)
   expected = {"logits"} | {f"{s}_embedding" for s in STREAMS[name]}
+  if name == "hybrid":
+    expected |= {"audio_logits", "video_logits"}
   assert set(out) == expected
   assert out["logits"].shape == (BATCH, 4) and out["logits"].dtype == jnp.float32
   for stream in STREAMS[name]:
