@@ -9,5 +9,4 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --job-name=lbher
 set -euo pipefail
-export LBHER_DISTRIBUTED=1
 srun python -m lbher_jax.main "$@"
