@@ -40,6 +40,7 @@ def main(out_path: str, num_devices: int) -> None:
     "audio": rng.uniform(-1, 1, spec["audio"].shape).astype(np.float32),
     "video": rng.integers(0, 256, spec["video"].shape, dtype=np.uint8),
     "label": rng.integers(0, 4, GLOBAL_BATCH).astype(np.int32),
+    "clip": np.arange(GLOBAL_BATCH, dtype=np.int32),
     "weight": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32),
   }
   local = GLOBAL_BATCH // jax.process_count()

@@ -51,7 +51,9 @@ def test_contrastive_gradient_is_finite_at_zero_distance(y):
 
 
 def _pair_loss(audio, video, labels, weights, proportions):
-  index, y, pair_weight, _ = losses.make_pairs(labels, weights, jax.random.key(3), proportions)
+  clips = jnp.arange(len(labels))
+  index, y, pair_weight, _ = losses.make_pairs(labels, clips, weights, jax.random.key(3),
+                                               proportions)
   return losses.contrastive_loss(audio, video[index], y, pair_weight, MARGIN)
 
 
@@ -74,12 +76,12 @@ def test_pair_types_by_hand(proportions, labels, expected):
 def test_type_without_partner_gets_weight_zero():
   labels = jnp.array([1, 1, 1, 3])
   weights = jnp.array([1.0, 1.0, 1.0, 0.0])  # the only other label is padding
-  _, _, pair_weight, pair_type = losses.make_pairs(labels, weights, jax.random.key(0),
-                                                   (0.0, 1.0, 0.0))
+  _, _, pair_weight, pair_type = losses.make_pairs(labels, jnp.arange(4), weights,
+                                                   jax.random.key(0), (0.0, 1.0, 0.0))
   assert np.all(np.asarray(pair_type) == HARD)
   np.testing.assert_array_equal(pair_weight, 0.0)
-  _, _, pair_weight, _ = losses.make_pairs(jnp.array([0, 1]), jnp.ones(2), jax.random.key(0),
-                                           (0.0, 0.0, 1.0))
+  _, _, pair_weight, _ = losses.make_pairs(jnp.array([0, 1]), jnp.arange(2), jnp.ones(2),
+                                           jax.random.key(0), (0.0, 0.0, 1.0))
   np.testing.assert_array_equal(pair_weight, 0.0)
 
 
@@ -90,8 +92,8 @@ def test_pairs_over_a_big_batch():
   weights = (rng.uniform(size=n) > 0.1).astype(np.float32)
   proportions = (0.5, 0.3, 0.2)
   index, y, pair_weight, pair_type = map(np.asarray, jax.jit(
-    losses.make_pairs, static_argnums=3)(jnp.asarray(labels), jnp.asarray(weights),
-                                         jax.random.key(1), proportions))
+    losses.make_pairs, static_argnums=4)(jnp.asarray(labels), jnp.arange(n),
+                                         jnp.asarray(weights), jax.random.key(1), proportions))
   real = weights > 0
   rows = np.arange(n)
   np.testing.assert_array_equal(pair_weight, weights)  # every type has partners in this batch
@@ -114,8 +116,41 @@ def test_partner_is_uniform_among_candidates():
   labels = jnp.array([0, 1, 1, 0, 2, 1, 3])
   weights = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
   keys = jax.random.split(jax.random.key(2), 4000)
-  index, *_ = jax.vmap(lambda k: losses.make_pairs(labels, weights, k, (0.0, 1.0, 0.0)))(keys)
+  clips = jnp.arange(7)
+  index, *_ = jax.vmap(lambda k: losses.make_pairs(labels, clips, weights, k,
+                                                   (0.0, 1.0, 0.0)))(keys)
   counts = np.bincount(np.asarray(index)[:, 0], minlength=7)
   # anchor 0 (label 0): hard candidates are rows 1, 2, 4, 6 (row 5 is padding, row 3 label 0).
   assert counts[[0, 3, 5]].sum() == 0
   np.testing.assert_allclose(counts[[1, 2, 4, 6]] / 4000, 0.25, atol=0.03)
+
+
+def test_segments_of_the_same_clip_are_never_negatives():
+  # Clip 5's three segments, clip 7's two, and single-segment clips 1 and 2 (one is padding).
+  labels = jnp.array([0, 0, 0, 1, 1, 0, 1, 1])
+  clips = jnp.array([5, 5, 5, 7, 7, 1, 2, 2])
+  weights = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+  keys = jax.random.split(jax.random.key(4), 500)
+  index, y, pair_weight, pair_type = map(np.asarray, jax.vmap(
+    lambda k: losses.make_pairs(labels, clips, weights, k))(keys))
+  rows = np.arange(8)
+  clips, labels = np.asarray(clips), np.asarray(labels)
+  counted = pair_weight > 0
+  negative = counted & (pair_type != POSITIVE)
+  assert negative.sum() > 1000
+  assert not np.any(clips[index][negative] == np.broadcast_to(clips, index.shape)[negative])
+  positive = pair_type == POSITIVE
+  np.testing.assert_array_equal(index[positive], np.broadcast_to(rows, index.shape)[positive])
+  np.testing.assert_array_equal(y, positive)
+  # Super-hard partners of clip 5 (label 0): only row 5 (clip 1); of row 5: rows 0-2 (clip 5).
+  super_hard = negative & (pair_type == SUPER_HARD)
+  assert set(index[:, :3][super_hard[:, :3]]) == {5}
+  assert set(index[:, 5][super_hard[:, 5]]) == {0, 1, 2}
+  # Clip 7's rows have no same-label row of another real clip (row 7 is padding, row 6 is
+  # clip 2): row 6 is their only super-hard partner, and row 6 has rows 3 and 4.
+  assert set(index[:, 3:5][super_hard[:, 3:5]]) == {6}
+  assert set(index[:, 6][super_hard[:, 6]]) == {3, 4}
+  # A clip with no valid partner of the drawn type: the pair does not count.
+  _, _, pair_weight, _ = losses.make_pairs(jnp.array([2, 2, 3]), jnp.array([0, 0, 1]),
+                                           jnp.ones(3), jax.random.key(0), (0.0, 0.0, 1.0))
+  np.testing.assert_array_equal(pair_weight, [0.0, 0.0, 0.0])

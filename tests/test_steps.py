@@ -43,6 +43,7 @@ def host_batch():
   return {"audio": rng.uniform(-1, 1, SPEC["audio"].shape).astype(np.float32),
           "video": rng.integers(0, 256, SPEC["video"].shape, dtype=np.uint8),
           "label": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32),
+          "clip": np.array([0, 1, 2, 3, 4, 5, 6, 6], np.int32),
           "weight": np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)}
 
 
@@ -53,7 +54,8 @@ def _train_step(phase: str, n: int, state, batch):
   """The jitted step for `phase` on the first n devices, compiled once per module and optimizer."""
   key = (phase, n, state.tx)
   if key not in _compiled:
-    jitted = steps.jit_train_step(steps.make_train_step(MODEL, phase, margin=1.0), _mesh(n))
+    jitted = steps.jit_train_step(
+      steps.make_train_step(MODEL, phase, margin=1.0, aux_weight=0.5), _mesh(n))
     _compiled[key] = jitted.lower(state, batch).compile(compiler_options=FAST)
   return _compiled[key]
 
@@ -137,8 +139,9 @@ def test_one_and_four_devices_agree(phase, host_state, host_batch):
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), state1.params, host_state.params)
   if phase == "finetune":
     assert all(jax.tree.leaves(changed))
-  else:  # the output layer plays no part in the contrastive loss
-    assert not any(jax.tree.leaves(changed["output"]))
+  else:  # the output layers play no part in the contrastive loss
+    for head in ("output", "audio_output", "video_output"):
+      assert not any(jax.tree.leaves(changed[head]))
     assert all(jax.tree.leaves(changed["audio"])) and all(jax.tree.leaves(changed["video"]))
 
 
@@ -146,12 +149,14 @@ def test_one_and_four_devices_agree(phase, host_state, host_batch):
 def test_loss_decreases_on_a_fixed_batch(phase, host_state, host_batch):
   """With the project's optimizer (AdamW, warmup + cosine, clipping)."""
   host_state = _with_adamw(host_state)
-  state, history = _run(phase, 1, host_state, host_batch, num_steps=20)
+  state, history = _run(phase, 1, host_state, host_batch, num_steps=40)
   assert all(m["finite"] for m in history)
   # The trained parameters under step 0's randomness (same dropout masks and pairs) give a much
   # lower loss than the initial ones did.
   _, (again,) = _run(phase, 1, state.replace(step=host_state.step), host_batch)
-  assert again["loss"] < 0.5 * history[0]["loss"]
+  # Unit-length, non-negative (post-ReLU) embeddings bound how far apart negatives can be
+  # pushed, so the contrastive loss falls less than the cross-entropy.
+  assert again["loss"] < (0.5 if phase == "finetune" else 0.7) * history[0]["loss"]
   if phase == "finetune":
     assert history[-1]["accuracy"] == 1.0
 

@@ -1,11 +1,13 @@
 """Grain input pipeline over the shards: per-process sharding, shuffling, augmentation, batching.
 
 Batches are dicts of numpy arrays {"audio" float32 [b, F, T], "video" uint8 [b, S, H, W, 3],
-"label" int32 [b], "weight" float32 [b]} holding this process's share of the global batch.
+"label" int32 [b], "clip" int32 [b], "weight" float32 [b]} holding this process's share of the
+global batch. "clip" numbers the source clips (utterances): the segments of one clip share it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,19 +22,34 @@ from lbher_jax.features import augment
 class SegmentSource:
   """Random access to chosen shard rows (a grain RandomAccessDataSource).
 
-  `rows` are (shard, row) pairs and may repeat (oversampled training sets). Shards are memory
-  mapped lazily per process; the source pickles without its open maps, so Grain workers reopen.
+  `rows` are (shard, row) pairs and may repeat (oversampled training sets); `labels` and `clips`
+  are the rows' class ids and clip ids (equal for the segments and the copies of one clip, so
+  contrastive pairing never takes them for negatives of each other). Shards are memory mapped
+  lazily per process; the source pickles without its open maps, so Grain workers reopen.
   """
 
-  def __init__(self, directory: Path, rows: Sequence[tuple[int, int]], labels: Sequence[int]):
+  def __init__(self, directory: Path, rows: Sequence[tuple[int, int]], labels: Sequence[int],
+               clips: Sequence[int]):
     self._directory = Path(directory)
     self._rows = np.asarray(rows, np.int64).reshape(-1, 2)
     self._labels = np.asarray(labels, np.int32)
+    self._clips = np.asarray(clips, np.int32)
+    if not len(self._rows) == len(self._labels) == len(self._clips):
+      raise ValueError(f"{directory}: {len(self._rows)} rows, {len(self._labels)} labels and "
+                       f"{len(self._clips)} clip ids")
     self._maps: dict[int, dict[str, np.ndarray]] = {}
     self._lock = threading.Lock()
 
   def __len__(self) -> int:
     return len(self._rows)
+
+  def __repr__(self) -> str:
+    # Grain saves repr(source) with an iterator's position and restores the position only into
+    # a source of equal repr: name the rows, labels and clips, not the object's address.
+    digest = hashlib.blake2b(digest_size=8)
+    for array in (self._rows, self._labels, self._clips):
+      digest.update(np.ascontiguousarray(array).tobytes())
+    return f"SegmentSource({len(self)} rows, {digest.hexdigest()})"
 
   def _arrays(self, shard_id: int) -> dict[str, np.ndarray]:
     with self._lock:
@@ -45,7 +62,8 @@ class SegmentSource:
     arrays = self._arrays(int(shard_id))
     return {"audio": np.asarray(arrays["audio"][row], np.float32),
             "video": np.asarray(arrays["video"][row]),
-            "label": self._labels[int(index)], "weight": np.float32(1.0)}
+            "label": self._labels[int(index)], "clip": self._clips[int(index)],
+            "weight": np.float32(1.0)}
 
   def __getstate__(self):
     return {**self.__dict__, "_maps": {}, "_lock": None}
@@ -56,8 +74,11 @@ class SegmentSource:
 
 
 def source_from_records(directory: Path, records: Sequence[dict]) -> SegmentSource:
+  """The rows of `records` (shard records); clip ids number their utterances ("utt")."""
+  clip_ids: dict[str, int] = {}
+  clips = [clip_ids.setdefault(r["utt"], len(clip_ids)) for r in records]
   return SegmentSource(directory, [(r["shard"], r["row"]) for r in records],
-                       [r["label_id"] for r in records])
+                       [r["label_id"] for r in records], clips)
 
 
 class _Augment(grain.transforms.RandomMap):

@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from lbher_jax.data import loader as loader_lib
+from lbher_jax.data import shards
 from lbher_jax.features import augment
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import mesh as mesh_lib
@@ -42,6 +43,7 @@ class PhaseConfig:
   keep_checkpoints: int = 3
   margin: float = 1.0
   pair_proportions: tuple[float, float, float] = (0.5, 0.25, 0.25)
+  aux_weight: float = 0.0    # fine-tuning: weight of each stream's own cross-entropy (hybrid)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -51,12 +53,19 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def _drop_records_after(path: Path, phase: str, step: int) -> None:
-  """On resume, forget log lines of steps that the restored checkpoint does not contain."""
+  """On resume, forgets the log lines of `phase` past `step` (the restored checkpoint's), and a
+  line torn by a kill."""
   if jax.process_index() != 0 or not path.exists():
     return
-  keep = [line for line in path.read_text().splitlines()
-          if line and not (json.loads(line)["phase"] == phase and json.loads(line)["step"] > step)]
-  path.write_text("".join(line + "\n" for line in keep))
+  keep = []
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if not (record["phase"] == phase and record["step"] > step):
+      keep.append(line)
+  shards.atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
@@ -110,16 +119,18 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   if start is not None:
     state = ckpt.restore(start, abstract, data_iter)
     logging.info("%s: resuming from the checkpoint of step %d", phase.name, start)
-    _drop_records_after(metrics_path, phase.name, start)
   else:
-    state = jax.jit(init, out_shardings=replicated)()
-    if init_params is not None:
-      state = state.replace(params=jax.device_put(init_params, replicated))
+    def fresh(params):  # given weights replace the random ones, which XLA then drops
+      state = init()
+      return state if params is None else state.replace(params=params)
+    state = jax.jit(fresh, out_shardings=replicated)(init_params)
     start = 0
+  _drop_records_after(metrics_path, phase.name, start)
 
   step_fn = jax.jit(
       steps_lib.make_train_step(model, phase.name, margin=phase.margin,
-                                pair_proportions=phase.pair_proportions),
+                                pair_proportions=phase.pair_proportions,
+                                aux_weight=phase.aux_weight),
       in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
       out_shardings=(replicated, replicated), donate_argnums=(0,))
 
@@ -132,14 +143,19 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
     pending.append(metrics)
     done_since += 1
     last = step == phase.steps
-    if step % phase.log_every == 0 or last:
+    checkpoint = step % phase.checkpoint_every == 0 or last
+    # A checkpoint also closes a logging window: no checkpoint follows a non-finite step, and a
+    # resumed run logs the same windows as an uninterrupted one.
+    if step % phase.log_every == 0 or checkpoint:
       fetched = jax.device_get(pending)
       bad = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if not m["finite"]]
       if bad:
+        latest = ckpt.latest_step()
+        kept = ("no checkpoint was written" if latest is None
+                else f"the last checkpoint (step {latest}) is intact")
         raise NonFiniteError(
             f"{phase.name}: non-finite loss or gradient at step {bad[0]}; the update was not "
-            f"applied and the last checkpoint ({ckpt.latest_step()}) is intact. Lower the "
-            "learning rate or check the data.")
+            f"applied and {kept}. Lower the learning rate or check the data.")
       elapsed = time.perf_counter() - t0
       record = {"phase": phase.name, "step": step, "lr": float(schedule(step - 1)),
                 "examples_per_s": round(done_since * phase.batch_size / elapsed, 2)}
@@ -151,7 +167,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
                              if isinstance(v, float)))
       append_jsonl(metrics_path, record)
       pending, t0, done_since = [], time.perf_counter(), 0
-    if step % phase.checkpoint_every == 0 or last:
+    if checkpoint:
       val = validate(state) if validate is not None else None
       if val is not None:
         logging.info("%s step %d: validation %s", phase.name, step,

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 POSITIVE, HARD, SUPER_HARD = 0, 1, 2
-"""Pair types: same clip (y=1); other clip, other emotion; other clip, same emotion (y=0)."""
+"""Pair types: the anchor itself (y=1); other clip, other emotion; other clip, same emotion
+(y=0)."""
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -42,15 +43,16 @@ def contrastive_loss(audio_emb: jax.Array, video_emb: jax.Array, y: jax.Array,
   return weighted_mean(losses, weights)
 
 
-def make_pairs(labels: jax.Array, weights: jax.Array, rng: jax.Array,
+def make_pairs(labels: jax.Array, clips: jax.Array, weights: jax.Array, rng: jax.Array,
                proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Chooses a video partner for every anchor audio of the batch (jit-friendly, on device).
 
   Each anchor i draws its pair type with probabilities `proportions` (positive, hard,
   super-hard) and then a partner uniformly among the valid rows: itself for a positive; a real
-  row j != i with another label for a hard negative; a real row j != i with the same label for a
-  super-hard negative. Padding rows (weight 0) are never partners. When the drawn type has no
+  row of another clip with another label for a hard negative; a real row of another clip with
+  the same label for a super-hard negative. Rows sharing the anchor's clip id (other segments or
+  copies of its clip) and padding rows (weight 0) are never negatives. When the drawn type has no
   valid partner in the batch the pair gets weight 0 rather than another type, so the types keep
   their configured proportions among the pairs that count.
 
@@ -64,9 +66,9 @@ def make_pairs(labels: jax.Array, weights: jax.Array, rng: jax.Array,
 
   real = weights > 0
   same_label = labels[:, None] == labels[None, :]
-  other_row = ~jnp.eye(n, dtype=bool)
+  other_clip = clips[:, None] != clips[None, :]
   candidates = jnp.where((pair_type == HARD)[:, None], ~same_label, same_label)
-  candidates = candidates & other_row & real[None, :]
+  candidates = candidates & other_clip & real[None, :]
   scores = jnp.where(candidates, jax.random.gumbel(partner_rng, (n, n)), -jnp.inf)
   negative = jnp.argmax(scores, axis=1).astype(jnp.int32)
   has_partner = jnp.any(candidates, axis=1)

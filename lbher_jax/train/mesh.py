@@ -15,7 +15,8 @@ def initialize_distributed(force: bool = False) -> bool:
 
   Calls jax.distributed.initialize() when JAX_COORDINATOR_ADDRESS is set (with JAX_NUM_PROCESSES
   and JAX_PROCESS_ID), when SLURM or Open MPI started more than one task, or when `force` is
-  True (e.g. on a Cloud TPU pod, whose hosts JAX detects itself); otherwise does nothing. Call it
+  True or LBHER_DISTRIBUTED=1 (e.g. on a Cloud TPU pod, whose hosts JAX detects itself);
+  otherwise does nothing. Call it
   before any other JAX call. Returns whether the runtime is distributed.
   """
   if jax.distributed.is_initialized():
@@ -32,7 +33,7 @@ def initialize_distributed(force: bool = False) -> bool:
     return True
   launched = (int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env) or (
     int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
-  if launched or force:
+  if launched or force or env.get("LBHER_DISTRIBUTED") == "1":
     jax.distributed.initialize()
     return True
   return False

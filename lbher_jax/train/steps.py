@@ -1,7 +1,8 @@
 """Training and evaluation steps: pure functions of (state, batch), jitted over a device mesh.
 
-A batch is a dict of global arrays {"audio", "video", "label" int32 [B], "weight" float32 [B]}
-(weight 0 = padding row), sharded over the mesh axis 'data' (see train/mesh.py).
+A batch is a dict of global arrays {"audio", "video", "label" int32 [B], "clip" int32 [B],
+"weight" float32 [B]} (weight 0 = padding row; "clip" is read by pre-training only: rows of one
+clip are never each other's negatives), sharded over the mesh axis 'data' (see train/mesh.py).
 """
 
 from collections.abc import Callable
@@ -23,16 +24,21 @@ Batch = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
 
 
+def _unit(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
 def _variables(state: TrainState, params: Any) -> dict[str, Any]:
   return {"params": params, "batch_stats": state.batch_stats}
 
 
 def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
                     pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-                    ) -> TrainStep:
+                    aux_weight: float = 0.0) -> TrainStep:
   """Returns step(state, batch) -> (state, metrics) for `phase`.
 
-  "finetune": cross-entropy (Eq. 1) on the logits. "pretrain": contrastive loss (Eq. 2) between
+  "finetune": cross-entropy (Eq. 1) on the logits, plus `aux_weight` times the cross-entropy
+  of each stream's own logits where the model has them (hybrid). "pretrain": contrastive loss (Eq. 2) between
   each clip's audio embedding and the video embedding of the partner drawn by
   losses.make_pairs (needs a model with both streams, i.e. hybrid).
 
@@ -50,6 +56,9 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
     weights = batch["weight"]
     if phase == "finetune":
       loss = losses.cross_entropy(out["logits"], batch["label"], weights)
+      for key in ("audio_logits", "video_logits"):
+        if aux_weight and key in out:
+          loss += aux_weight * losses.cross_entropy(out[key], batch["label"], weights)
       correct = jnp.argmax(out["logits"], axis=-1) == batch["label"]
       aux = {"accuracy": losses.weighted_mean(correct, weights)}
     else:
@@ -57,8 +66,11 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
         raise ValueError("phase 'pretrain' needs a model with both streams (hybrid); "
                          f"{type(model).__name__} returns only {sorted(out)}")
       video_index, y, pair_weight, _ = losses.make_pairs(
-        batch["label"], weights, pair_rng, pair_proportions)
-      audio, video = out["audio_embedding"], out["video_embedding"][video_index]
+        batch["label"], batch["clip"], weights, pair_rng, pair_proportions)
+      # Eq. 2 on unit-length embeddings: a distance scale the margin can refer to, and no
+      # collapse of the (post-ReLU) embeddings to zero, which would kill their units.
+      audio = _unit(out["audio_embedding"])
+      video = _unit(out["video_embedding"])[video_index]
       loss = losses.contrastive_loss(audio, video, y, pair_weight, margin)
       distance, _ = losses.embedding_distance(video, audio)
       aux = {"distance_positive": losses.weighted_mean(distance, pair_weight * y),
