@@ -12,16 +12,16 @@ from lbher_jax.models import default_model_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = default.get_config()
   c.data.name = "demo"
-  c.data.options = ml_collections.ConfigDict(dict(num_speakers=16, clips_per_emotion=3, seed=0))
+  # The demo generator's settings (used only while config.data.name is "demo").
+  c.data.demo = ml_collections.ConfigDict(dict(num_speakers=16, clips_per_emotion=3, seed=0,
+                                               min_duration=1.5, max_duration=6.0))
   c.data.per_shard = 8
   small.apply(c)
   c.audio.pad = "zeros"            # the paper tried both; noise at SNR 1 drowns short clips
   c.video.face_detector = "none"   # drawn faces: a fixed central region
   c.eval.checkpoint = "latest"     # one validation speaker is too few to choose a model by
   if arg == "tiny":
-    c.data.options.update(dict(num_speakers=5, clips_per_emotion=1))
-    c.data.options.min_duration = 1.5
-    c.data.options.max_duration = 3.5
+    c.data.demo.update(dict(num_speakers=5, clips_per_emotion=1, max_duration=3.5))
     c.data.workers = 1
     c.audio.update(dict(height=16, width=24))
     c.video.update(dict(frames_per_segment=4, height=12, width=16))

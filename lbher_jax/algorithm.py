@@ -44,10 +44,17 @@ def settings(config: ml_collections.ConfigDict) -> preprocess_lib.Settings:
 def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datasets.Utterance]:
   """The corpus as utterances; statistics go to the log and to WORKDIR/corpus_stats.json."""
   root = config.data.root or _default_root(config.data.name)
-  utterances, stats = datasets.read_with_stats(config.data.name, root,
-                                               **config.data.options.to_dict())
+  utterances, stats = datasets.read_with_stats(config.data.name, root, **reader_options(config))
   shards.atomic_write_json(workdir / "corpus_stats.json", stats)
   return utterances
+
+
+def reader_options(config: ml_collections.ConfigDict) -> dict:
+  """config.data.options, plus the demo generator's settings when the corpus is the demo."""
+  options = config.data.options.to_dict()
+  if config.data.name == "demo" and "demo" in config.data:
+    options.update(config.data.demo.to_dict())
+  return options
 
 
 def _default_root(name: str) -> str:
@@ -61,7 +68,7 @@ def _default_root(name: str) -> str:
 def preprocess(config, utterances, workdir: Path) -> list[dict]:
   """D' <- Preprocess(D): shards of spectrogram segments and face frames (paper §3.3, §3.4)."""
   corpus = {"name": config.data.name, "root": str(config.data.root),
-            "options": config.data.options.to_dict()}
+            "options": reader_options(config)}
   preprocess_lib.preprocess(utterances, workdir / SHARDS, settings(config), corpus=corpus,
                             workers=config.data.workers, per_shard=config.data.per_shard,
                             rejects_path=workdir / "rejects.jsonl")

@@ -45,18 +45,8 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-  """Writes text so that readers see either the old file or the whole new one.
-
-  A file that already holds exactly `text` is left untouched (resumed runs rewrite nothing).
-  """
-  path = Path(path)
-  data = text.encode()
-  try:
-    if path.read_bytes() == data:
-      return
-  except OSError:
-    pass
-  _atomic_write_bytes(path, lambda f: f.write(data))
+  """Writes text so that readers see either the old file or the whole new one."""
+  _atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,6 +76,10 @@ def read_with_stats(name: str, root: str | Path, **options) -> tuple[list[Uttera
   if name not in _READERS:
     raise CorpusError(f"unknown corpus {name!r}; known: {sorted(_READERS)}")
   module = importlib.import_module(_READERS[name])
+  try:
+    inspect.signature(module.scan).bind(Path(root), **options)
+  except TypeError as e:
+    raise CorpusError(f"corpus {name!r} does not take the options {sorted(options)} ({e})") from e
   utterances, left_out = module.scan(Path(root), **options)
   utterances = sorted(utterances, key=lambda u: u.id)
   for a, b in zip(utterances, utterances[1:]):
