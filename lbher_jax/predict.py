@@ -77,6 +77,7 @@ def predict_video(path: Path, classify: Callable[[dict], np.ndarray],
           "probabilities": {l: float(v) for l, v in zip(LABELS, overall)},
           "face_found_fraction": round(face_fraction, 3),
           "face_fallback": face_fraction == 0.0,
+          "face_detector": video_params.face_detector,
           "segments": segments}
 
 
@@ -87,7 +88,11 @@ def format_timeline(result: dict) -> str:
     p = s["probabilities"]
     bars = "  ".join(f"{l} {p[l]:.2f}" for l in LABELS)
     lines.append(f"  {s['start']:6.1f}-{s['end']:6.1f} s  {s['label']:<8} | {bars}")
-  note = "  (no face found: fixed central crop used)" if result["face_fallback"] else ""
+  note = ""
+  if result["face_detector"] == "none":
+    note = "  (face detector off: fixed central crop)"
+  elif result["face_fallback"]:
+    note = "  (no face found: fixed central crop used)"
   lines.append(f"  overall: {result['label']} "
                f"({result['probabilities'][result['label']]:.2f}){note}")
   return "\n".join(lines)
