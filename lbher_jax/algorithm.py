@@ -231,8 +231,12 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
         result = evaluate(config, parts, fold_dir, mesh)
       results.append(result)
   if len(results) > 1 and jax.process_index() == 0:
-    summary = {"folds": results, "aggregate": metrics_lib.aggregate_folds(results),
-               "protocol": config.split.protocol, "model": config.model.name}
+    # Top level: every fold's test clips pooled (the contract fields); then per fold, mean ± std.
+    pooled = np.sum([np.array(r["confusion_matrix"]) for r in results], axis=0)
+    summary = {**metrics_lib.classification_metrics(pooled, LABELS),
+               "protocol": config.split.protocol, "model": config.model.name,
+               "leaky": any(r.get("leaky") for r in results),
+               "aggregate": metrics_lib.aggregate_folds(results), "folds": results}
     shards.atomic_write_json(workdir / "results.json", summary)
     report.write_report_md(workdir / "report.md", summary, title="LbHER, all folds")
   return results[0] if len(results) == 1 else None

@@ -107,3 +107,30 @@ def test_bad_video_is_one_line_error(run, tmp_path):
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")
+
+
+def test_stages_one_by_one_and_all_folds(run, tmp_path):
+  """--mode preprocess / pretrain / train / evaluate each alone; split.fold=-1 runs every fold."""
+  _, cache, _ = run
+  workdir = tmp_path / "stages"
+  for mode, made in (("preprocess", "shards/index.json"), ("pretrain", "checkpoints/pretrain"),
+                     ("train", "checkpoints/finetune"), ("evaluate", "results.json")):
+    result = _main(workdir, cache, "--mode", mode)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / made).exists(), mode
+    if mode == "pretrain":   # a stage does its own work only
+      assert not (workdir / "checkpoints" / "finetune").exists()
+  assert set(json.loads((workdir / "results.json").read_text())["per_class"]) == set(LABELS)
+
+  folds = tmp_path / "folds"
+  result = _main(folds, cache, "--config.split.fold=-1", "--config.split.num_folds=2",
+                 "--config.pretrain.steps=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((folds / "results.json").read_text())
+  per_fold = [json.loads((folds / f"fold_{k}" / "results.json").read_text()) for k in (0, 1)]
+  assert summary["num_test"] == sum(f["num_test"] for f in per_fold) == 20   # every clip once
+  pooled = [[sum(f["confusion_matrix"][i][j] for f in per_fold) for j in range(4)]
+            for i in range(4)]
+  assert summary["confusion_matrix"] == pooled
+  accs = [f["accuracy"] for f in per_fold]
+  assert abs(summary["aggregate"]["accuracy"]["mean"] - sum(accs) / 2) < 1e-9
