@@ -18,10 +18,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lbher_jax import LABELS, datasets
+from lbher_jax import LABELS, datasets, files
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
-from lbher_jax.data import shards
 from lbher_jax.data import splits as splits_lib
 from lbher_jax.evaluation import metrics as metrics_lib
 from lbher_jax.evaluation import plots, report
@@ -45,7 +44,7 @@ def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datase
   """The corpus as utterances; statistics go to the log and to WORKDIR/corpus_stats.json."""
   root = config.data.root or _default_root(config.data.name)
   utterances, stats = datasets.read_with_stats(config.data.name, root, **reader_options(config))
-  shards.atomic_write_json(workdir / "corpus_stats.json", stats)
+  files.atomic_write_json(workdir / "corpus_stats.json", stats)
   return utterances
 
 
@@ -237,7 +236,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
                "protocol": config.split.protocol, "model": config.model.name,
                "leaky": any(r.get("leaky") for r in results),
                "aggregate": metrics_lib.aggregate_folds(results), "folds": results}
-    shards.atomic_write_json(workdir / "results.json", summary)
+    files.atomic_write_json(workdir / "results.json", summary)
     report.write_report_md(workdir / "report.md", summary, title="LbHER, all folds")
   return results[0] if len(results) == 1 else None
 
@@ -250,4 +249,4 @@ def _record_split(fold_dir: Path, parts: Parts) -> None:
   if path.exists() and json.loads(path.read_text()) != ids:
     raise preprocess_lib.PreprocessError(
         f"{path}: this workdir was trained on another split (config changed?); use a new --workdir")
-  shards.atomic_write_json(path, ids)
+  files.atomic_write_json(path, ids)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,22 +26,11 @@ import jax
 import jax.export
 import numpy as np
 
-from lbher_jax import LABELS
+from lbher_jax import LABELS, files
 
 MODEL_FILE = "model.jaxexport"
 META_FILE = "model.json"
 FORMAT = "lbher_jax.export/1"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def _jsonable(value: Any) -> Any:
@@ -100,8 +87,8 @@ def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], 
   }
   meta_text = json.dumps(meta, indent=2, default=_jsonable)  # fails before any file is written
   path.mkdir(parents=True, exist_ok=True)
-  _atomic_write(path / MODEL_FILE, bytes(exported.serialize()))
-  _atomic_write(path / META_FILE, (meta_text + "\n").encode())  # last: marks the export complete
+  files.atomic_write_bytes(path / MODEL_FILE, bytes(exported.serialize()))
+  files.atomic_write_bytes(path / META_FILE, (meta_text + "\n").encode())  # last: marks the export complete
   return path
 
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from lbher_jax import LABELS, media
+from lbher_jax import LABELS, files, media
 from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
@@ -141,32 +141,31 @@ def run(config, workdir: str, videos: list[str], output: str | None) -> int:
   """--mode predict: one JSON per video (and a CSV summary for several), timelines printed."""
   import csv  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel
-  from lbher_jax.data.shards import atomic_write_text  # pylint: disable=import-outside-toplevel
-  files = expand(videos)
-  if not files:
+  paths = expand(videos)
+  if not paths:
     raise media.MediaError(" ".join(videos) or "--video", "no video given or found")
-  if len(files) == 1:                          # fail fast, before loading the model
-    check_media(files[0])
+  if len(paths) == 1:                          # fail fast, before loading the model
+    check_media(paths[0])
   classify = load_classifier(config, Path(workdir))
   audio_params = audio_features.AudioParams(**config.audio.to_dict())
   video_params = video_features.VideoParams(**config.video.to_dict())
-  single = len(files) == 1
+  single = len(paths) == 1
   out_dir = Path(output) if output and not single else Path(workdir) / "predictions"
   summary, failures = [], 0
-  for i, f in enumerate(files, 1):
+  for i, f in enumerate(paths, 1):
     try:
       result = predict_video(f, classify, audio_params, video_params, seed=config.seed)
     except media.MediaError as e:
       if single:
         raise
       failures += 1
-      print(f"[{i}/{len(files)}] error: {e}")
+      print(f"[{i}/{len(paths)}] error: {e}")
       summary.append({"video": str(f), "label": "", "error": str(e)})
       continue
     target = Path(output) if (single and output) else out_dir / f"{f.stem}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, json.dumps(result, indent=1))
-    print(("" if single else f"[{i}/{len(files)}] ") + format_timeline(result))
+    files.atomic_write_text(target, json.dumps(result, indent=1))
+    print(("" if single else f"[{i}/{len(paths)}] ") + format_timeline(result))
     print(f"  -> {target}")
     summary.append({"video": str(f), "label": result["label"], "error": "",
                     **{f"p_{l}": round(result["probabilities"][l], 4) for l in LABELS}})
@@ -177,6 +176,6 @@ def run(config, workdir: str, videos: list[str], output: str | None) -> int:
       writer = csv.DictWriter(fh, fieldnames=fields, restval="")
       writer.writeheader()
       writer.writerows(summary)
-    print(f"{len(files) - failures} of {len(files)} videos predicted; summary: "
+    print(f"{len(paths) - failures} of {len(paths)} videos predicted; summary: "
           f"{out_dir / 'summary.csv'}")
-  return 1 if failures == len(files) else 0
+  return 1 if failures == len(paths) else 0

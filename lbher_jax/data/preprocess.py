@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 from absl import logging
 
-from lbher_jax import LABEL_TO_ID, media
+from lbher_jax import LABEL_TO_ID, files, media
 from lbher_jax.data import shards
 from lbher_jax.datasets import Utterance
 from lbher_jax.features import audio as audio_features
@@ -133,7 +133,7 @@ def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
           f"{out_dir} holds shards made with other settings or another corpus; use a new "
           "--workdir (finished work is never overwritten)")
   else:
-    shards.atomic_write_json(path, fingerprint)
+    files.atomic_write_json(path, fingerprint)
 
 
 def _finished(out_dir: Path, shard_id: int, expected_ids: list[str]) -> dict | None:
@@ -181,11 +181,11 @@ def preprocess(utterances: list[Utterance], out_dir: Path, settings: Settings, *
   ordered = [infos[i] for i in range(len(groups))]
   rejects = [r for info in ordered for r in info["rejects"]]
   if rejects_path is not None:
-    shards.atomic_write_text(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects))
+    files.atomic_write_text(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects))
   index = {"num_shards": len(ordered), "rows": sum(i["rows"] for i in ordered),
            "utterances": len(utterances), "rejected": len(rejects),
            "faces_found": _face_rate(ordered)}
-  shards.atomic_write_json(out_dir / INDEX, index)
+  files.atomic_write_json(out_dir / INDEX, index)
   if rejects:
     logging.warning("preprocess: %d of %d files rejected (see %s)", len(rejects),
                     len(utterances), rejects_path or "the shard index")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from lbher_jax import files
 
 ARRAYS = ("audio", "video")
 DTYPES = {"audio": np.float16, "video": np.uint8}
@@ -35,24 +35,6 @@ def checksum(array: np.ndarray) -> str:
   return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-  with open(tmp, "wb") as f:
-    write(f)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-  """Writes text so that readers see either the old file or the whole new one."""
-  _atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=1))
-
-
 def write_shard(directory: Path, shard_id: int, arrays: dict[str, np.ndarray],
                 records: list[dict], rejects: list[dict], meta: dict | None = None) -> dict:
   """Writes one shard atomically and returns its JSON description."""
@@ -66,10 +48,10 @@ def write_shard(directory: Path, shard_id: int, arrays: dict[str, np.ndarray],
       raise ValueError(f"shard {shard_id}: {name} has {array.shape[0]} rows for {n} records")
     if name == "audio" and not np.isfinite(array).all():
       raise ValueError(f"shard {shard_id}: non-finite spectrogram values")
-    _atomic_write_bytes(Path(f"{stem}.{name}.npy"), lambda f, a=array: np.save(f, a))
+    files.atomic_write(Path(f"{stem}.{name}.npy"), lambda f, a=array: np.save(f, a))
     info["arrays"][name] = {"shape": list(array.shape), "dtype": array.dtype.name,
                             "checksum": checksum(array)}
-  atomic_write_json(Path(f"{stem}.json"), info)
+  files.atomic_write_json(Path(f"{stem}.json"), info)
   return info
 
 

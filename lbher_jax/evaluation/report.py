@@ -10,15 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lbher_jax import LABELS
+from lbher_jax import LABELS, files
 from lbher_jax.evaluation.metrics import classification_metrics
 
 LEAKY_NOTE = "LEAKY (paper's oversample-before-split order)"
@@ -110,20 +108,6 @@ def format_statistics(metrics: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _atomic_write_text(path: str | Path, text: str) -> None:
-  """Writes `text` to `path` via a temporary file beside it: readers never see half a file."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def write_predictions_csv(path: str | Path, rows: Sequence[Mapping[str, Any]],
                           labels: Sequence[str] = LABELS) -> None:
   """predictions.csv: id, speaker, true, pred, then p_<label> for each label."""
@@ -136,7 +120,7 @@ def write_predictions_csv(path: str | Path, rows: Sequence[Mapping[str, Any]],
                        f"expected {len(labels)}")
     writer.writerow([r["id"], r["speaker"], r["true"], r["pred"],
                      *(f"{float(p):.6f}" for p in r["probs"])])
-  _atomic_write_text(path, buf.getvalue())
+  files.atomic_write_text(path, buf.getvalue())
 
 
 def _json_default(value: Any) -> Any:
@@ -155,7 +139,7 @@ def write_results_json(path: str | Path, metrics: Mapping[str, Any], **extra: An
   if clash:
     raise ValueError(f"{path}: {clash} given in metrics and as extra fields, with other values")
   text = json.dumps({**metrics, **extra}, indent=2, default=_json_default)
-  _atomic_write_text(path, text + "\n")
+  files.atomic_write_text(path, text + "\n")
 
 
 def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -215,7 +199,7 @@ def write_report_md(path: str | Path, metrics: Mapping[str, Any], *, title: str,
     lines += ["", "## All folds' test clips together", "", *_metrics_md(pooled)]
   for heading, body in (extra_sections or {}).items():
     lines += [f"## {heading}", "", body.rstrip(), ""]
-  _atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+  files.atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
 
 
 def table2_grid(rows: Sequence[Mapping[str, Any]]
@@ -272,4 +256,4 @@ def table2_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
               f"{r['unweighted_accuracy']:.4f}" if r.get("unweighted_accuracy") is not None
               else ""]
     writer.writerow(out)
-  _atomic_write_text(path, buf.getvalue())
+  files.atomic_write_text(path, buf.getvalue())

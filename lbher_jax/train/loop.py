@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from lbher_jax import files
 from lbher_jax.data import loader as loader_lib
-from lbher_jax.data import shards
 from lbher_jax.features import augment
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import mesh as mesh_lib
@@ -65,7 +65,7 @@ def _drop_records_after(path: Path, phase: str, step: int) -> None:
       continue
     if not (record["phase"] == phase and record["step"] > step):
       keep.append(line)
-  shards.atomic_write_text(path, "".join(line + "\n" for line in keep))
+  files.atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
