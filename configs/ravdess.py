@@ -4,6 +4,9 @@
       --config.data.root=/data/RAVDESS
   python -m lbher_jax.main --config configs/ravdess.py:small --workdir runs/ravdess_small ...
 Actor-disjoint folds (config.split.fold=-1 runs all of them and reports mean ± std).
+
+`:fer_av` is the real-data check on ../shared/data/ravdess_fer_av (18 actors, RAVDESS voices with
+FER2013 faces; run from the project root): small scale, train on actors 1-14, test on 15-18.
 """
 
 import ml_collections
@@ -17,6 +20,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.root = "/data/RAVDESS"     # the folder holding Actor_01 ... Actor_24
   c.audio.sample_rate = 48000       # RAVDESS is recorded at 48 kHz
   c.split.num_folds = 6             # 4 actors per fold
-  if arg == "small":
+  if arg in ("small", "fer_av"):
     small.apply(c)
+  if arg == "fer_av":
+    c.data.root = "../shared/data/ravdess_fer_av"
+    c.split.test_speakers = tuple(f"Actor_{a:02d}" for a in range(15, 19))
+  elif arg not in (None, "small"):
+    raise ValueError(f"unknown variant {arg!r} of configs/ravdess.py; known: small, fer_av")
   return c

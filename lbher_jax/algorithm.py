@@ -91,7 +91,8 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
   parts = splits_lib.make_split(
       usable, protocol=s.protocol, test_fraction=s.test_fraction, num_folds=s.num_folds,
       fold=fold, val_fraction=s.val_fraction, seed=config.seed,
-      leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None)
+      leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None,
+      test_speakers=tuple(s.test_speakers))
   label = {u.id: u.label for u in usable}
   train_ids = parts.train
   if not parts.leaky:
@@ -205,8 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
   if mode == "preprocess":
     return None
   mesh = mesh_lib.make_mesh()
-  folds = (range(splits_lib.num_folds_for(utterances, config.split.protocol,
-                                          config.split.num_folds))
+  s = config.split
+  folds = (range(splits_lib.num_folds_for(utterances, s.protocol, s.num_folds,
+                                          tuple(s.test_speakers)))
            if config.split.fold < 0 else [config.split.fold])
   results = []
   for fold in folds:

@@ -203,3 +203,22 @@ def test_actor_folds_over_real_clips(ravdess_fer_av):
     assert len(_speakers(utterances, split.val)) == round(0.1 * (18 - len(test)))   # 2 or 1
     tested += split.test
   assert sorted(tested) == sorted(u.id for u in utterances)
+
+
+def test_fixed_test_speakers_give_one_fold_on_exactly_those_speakers():
+  utterances = _corpus(8, {"happy": 1, "sad": 2})
+  fixed = ("spk06", "spk07")
+  assert splits.num_folds_for(utterances, "speaker", 4, test_speakers=fixed) == 1
+  split = splits.make_split(utterances, num_folds=4, val_fraction=0.2, seed=5,
+                            test_speakers=fixed)
+  _check_speaker_split(utterances, split)
+  assert _speakers(utterances, split.test) == set(fixed)
+  assert len(_speakers(utterances, split.val)) == 1        # round(0.2 * 6)
+  with pytest.raises(ValueError, match=r"\['spk99'\] are not speakers"):
+    splits.make_split(utterances, test_speakers=("spk01", "spk99"))
+  with pytest.raises(ValueError, match="none would be left"):
+    splits.make_split(utterances, test_speakers=[f"spk{s:02d}" for s in range(8)])
+  with pytest.raises(ValueError, match="needs protocol='speaker'"):
+    splits.make_split(utterances, protocol="random", test_speakers=fixed)
+  with pytest.raises(ValueError, match="fold 1 out of range"):
+    splits.make_split(utterances, fold=1, test_speakers=fixed)

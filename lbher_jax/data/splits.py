@@ -6,6 +6,7 @@ Protocols (DESIGN §7):
              out (sessions in natural order); otherwise the speakers are shuffled with the seed and
              dealt into `num_folds` groups of balanced size, and fold k tests on group k.
              Validation speakers are drawn from the training speakers, never from the test ones.
+             `test_speakers` fixes the test speakers instead (one fold), e.g. RAVDESS actors 15-18.
   "random"   the paper's split: stratified by label, by utterance, `test_fraction` of each class
              to test; validation is carved from the training part the same way.
 
@@ -52,11 +53,12 @@ class Split:
 def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
                test_fraction: float = 0.2, num_folds: int = 5, fold: int = 0,
                val_fraction: float = 0.1, seed: int = 0, leaky_paper_oversampling: bool = False,
-               per_class: int | None = None) -> Split:
+               per_class: int | None = None, test_speakers: Sequence[str] = ()) -> Split:
   """Splits `utterances` by the protocol; see the module docstring.
 
   `num_folds`/`fold` select the speaker fold ("random" has the single fold 0); `per_class` is the
-  per-class count of the leaky mode's balancing (None: the largest class).
+  per-class count of the leaky mode's balancing (None: the largest class); non-empty
+  `test_speakers` replaces the speaker folds by the one fold that tests on exactly those speakers.
   """
   if len({u.id for u in utterances}) != len(utterances):
     raise ValueError("utterance ids must be unique to be split")
@@ -64,7 +66,14 @@ def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
   if protocol not in PROTOCOLS:
     raise ValueError(f"unknown split protocol {protocol!r}; known: {PROTOCOLS}")
-  groups = _speaker_groups(utterances, num_folds, seed) if protocol == "speaker" else [set()]
+  if test_speakers and protocol != "speaker":
+    raise ValueError("test_speakers fixes a speaker-independent split; it needs protocol='speaker'")
+  if test_speakers:
+    groups = [_known_speakers(utterances, test_speakers)]
+  elif protocol == "speaker":
+    groups = _speaker_groups(utterances, num_folds, seed)
+  else:
+    groups = [set()]
   if not 0 <= fold < len(groups):
     raise ValueError(f"fold {fold} out of range: protocol {protocol!r} has {len(groups)} fold(s) "
                      "here")
@@ -89,11 +98,12 @@ def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
 
 
 def num_folds_for(utterances: Sequence[Utterance], protocol: str = "speaker",
-                  num_folds: int = 5) -> int:
-  """How many folds `make_split` offers: sessions or `num_folds` for "speaker", 1 for "random"."""
+                  num_folds: int = 5, test_speakers: Sequence[str] = ()) -> int:
+  """How many folds `make_split` offers: sessions or `num_folds` for "speaker", 1 for "random"
+  or fixed `test_speakers`."""
   if protocol not in PROTOCOLS:
     raise ValueError(f"unknown split protocol {protocol!r}; known: {PROTOCOLS}")
-  if protocol == "random":
+  if protocol == "random" or test_speakers:
     return 1
   return len(_speaker_groups(utterances, num_folds, seed=0))
 
@@ -148,6 +158,18 @@ def _speaker_groups(utterances: Sequence[Utterance], num_folds: int,
                      f"got {num_folds}")
   shuffled = [speakers[k] for k in np.random.default_rng(seed).permutation(len(speakers))]
   return [set(part) for part in np.array_split(np.array(shuffled, dtype=object), num_folds)]
+
+
+def _known_speakers(utterances: Sequence[Utterance], wanted: Sequence[str]) -> set[str]:
+  """`wanted` as a set, after checking that each names a speaker of the corpus and some remain."""
+  speakers = {u.speaker for u in utterances}
+  unknown = sorted(set(wanted) - speakers)
+  if unknown:
+    raise ValueError(f"test_speakers {unknown} are not speakers of this corpus; it has "
+                     f"{sorted(speakers, key=_natural)[:8]}...")
+  if not speakers - set(wanted):
+    raise ValueError("test_speakers lists every speaker; none would be left to train on")
+  return set(wanted)
 
 
 def _speaker_split(utterances: Sequence[Utterance], test_speakers: set[str], val_fraction: float,
