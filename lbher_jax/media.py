@@ -34,6 +34,11 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad":
                     "hexagonal": 6, "octagonal": 8, "cube": 8, "hexadecagonal": 16}
 
 
+# One decoding thread per ffmpeg call: the callers run one call per worker process on every core
+# already, and small frames decode faster on one thread than with threads' start-up and hand-offs.
+_DECODE_THREADS = ("-threads", "1")
+
+
 class MediaError(Exception):
   """A media file cannot be used; str() is one line, "<path>: <problem>"."""
 
@@ -148,25 +153,39 @@ def _parse_probe(stderr: str, path: Path) -> MediaInfo:
 
 def _decoded_duration(path: Path) -> float:
   """Duration found by decoding, for containers whose header states none."""
-  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input(path), "-f",
-                         "null", "-"], capture_output=True, text=True, errors="replace",
-                        check=False)
-  times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
+  _, _, stderr = _ffmpeg(["-i", _input(path), "-f", "null", "-"])
+  times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", stderr)
   if not times:
     return 0.0
   h, m, s = times[-1]
   return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def _ffmpeg(args: list[str], *, stdout: bool = False) -> tuple[int, bytes, str]:
+  """Runs ffmpeg; (return code, stdout bytes if asked for, stderr text).
+
+  stderr goes to a temporary file, so stdout (one pipe) is read in one go rather than through a
+  select loop over two pipes.
+  """
+  with tempfile.TemporaryFile() as log:
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", *args],
+                          stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=log,
+                          check=False)
+    log.seek(0)
+    return proc.returncode, proc.stdout or b"", log.read().decode(errors="replace")
+
+
 def probe(path) -> MediaInfo:
   """Describes a media file; raises MediaError when it is missing, empty or not decodable."""
   path = _check_file(path)
-  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input(path)],
-                        capture_output=True, text=True, errors="replace", check=False)
-  info = _parse_probe(proc.stderr, path)
-  if info.duration <= 0:
-    info = dataclasses.replace(info, duration=_decoded_duration(path))
-  return info
+  _, _, stderr = _ffmpeg(["-i", _input(path)])
+  return _with_duration(_parse_probe(stderr, path))
+
+
+def _with_duration(info: MediaInfo) -> MediaInfo:
+  if info.duration > 0:
+    return info
+  return dataclasses.replace(info, duration=_decoded_duration(info.path))
 
 
 def _window_args(start: float | None, end: float | None) -> list[str]:
@@ -188,12 +207,23 @@ def decode_audio(path, sample_rate: int, start: float | None = None,
   Channels are averaged (ffmpeg's own downmix would add correlated stereo channels 3 dB louder,
   which would shift the fixed dB scale of the spectrograms).
   """
+  return _decode_audio(_check_file(path), sample_rate, start, end)[0]
+
+
+def decode_audio_and_probe(path, sample_rate: int, start: float | None = None,
+                           end: float | None = None) -> tuple[np.ndarray, MediaInfo]:
+  """`decode_audio` and `probe` in one ffmpeg call (the decoder reports what `probe` reads)."""
   path = _check_file(path)
-  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", *_window_args(start, end),
-         "-i", _input(path), "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"]
-  proc = subprocess.run(cmd, capture_output=True, check=False)
-  stderr = proc.stderr.decode(errors="replace")
-  if proc.returncode != 0:
+  wave, stderr = _decode_audio(path, sample_rate, start, end)
+  return wave, _with_duration(_parse_probe(stderr, path))
+
+
+def _decode_audio(path: Path, sample_rate: int, start: float | None,
+                  end: float | None) -> tuple[np.ndarray, str]:
+  returncode, stdout, stderr = _ffmpeg(
+      ["-nostats", *_DECODE_THREADS, *_window_args(start, end), "-i", _input(path), "-map",
+       "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"], stdout=True)
+  if returncode != 0:
     if "Input #0" in stderr and "matches no streams" in stderr:
       raise MediaError(path, "no audio stream")
     raise MediaError(path, _ffmpeg_problem(stderr, path))
@@ -201,10 +231,10 @@ def decode_audio(path, sample_rate: int, start: float | None = None,
     raise MediaError(path, "truncated file (its data ends before its stated length)")
   out = re.search(r"Output #0.*?Audio: pcm_f32le, \d+ Hz, ([^,]+)", stderr, re.S)
   channels = _channels(out.group(1)) if out else 1
-  wave = np.frombuffer(proc.stdout, np.float32)
+  wave = np.frombuffer(stdout, np.float32)
   if channels > 1:
     wave = wave[: len(wave) // channels * channels].reshape(-1, channels).mean(axis=1)
-  return np.ascontiguousarray(wave, dtype=np.float32)
+  return np.ascontiguousarray(wave, dtype=np.float32), stderr
 
 
 def _grid_rate(info: MediaInfo) -> float:
@@ -252,8 +282,8 @@ def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
   # select keeps only the slots asked for.
   vf = (f"fps={rate:.6f}:start_time=0,tpad=stop={wanted[-1] + 1}:stop_mode=clone,"
         f"select='{select}',scale={width}:{height}:flags=area")
-  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{seek:.6f}",
-         "-i", _input(path), "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
+  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *_DECODE_THREADS,
+         "-ss", f"{seek:.6f}", "-i", _input(path), "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough",
          "-frames:v", str(len(wanted)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
   frame_bytes = height * width * 3
   frames = np.empty((len(wanted), height, width, 3), np.uint8)

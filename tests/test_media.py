@@ -98,6 +98,15 @@ def test_decode_audio_window_and_rate(files):
   assert np.argmax(spectrum) * 16000 / len(wave) == pytest.approx(440, abs=3)
 
 
+def test_decode_audio_and_probe_is_both_in_one_call(files):
+  wave = media.decode_audio(files["av"], 16000, start=0.5)
+  both, info = media.decode_audio_and_probe(files["av"], 16000, start=0.5)
+  np.testing.assert_array_equal(both, wave)
+  assert info == media.probe(files["av"])   # the window does not change what the file holds
+  with pytest.raises(media.MediaError, match="no audio stream"):
+    media.decode_audio_and_probe(files["cfr"], 16000)
+
+
 def test_decode_audio_averages_channels(tmp_path):
   t = np.arange(8000) / 8000
   tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)

@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 from absl import logging
 
@@ -56,7 +57,8 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
   Raises media.MediaError (its message names the file) when the utterance cannot be used.
   """
   source = utt.audio or utt.video
-  wave = media.decode_audio(source, settings.audio.sample_rate, utt.start, utt.end)
+  wave, info = media.decode_audio_and_probe(source, settings.audio.sample_rate, utt.start,
+                                            utt.end)
   if wave.size == 0:
     raise media.MediaError(source, "no audio samples in the requested window")
   if not np.isfinite(wave).all():
@@ -74,7 +76,8 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
     # A chunk of segments at a time, so a long video never has all its frames decoded at once.
     parts = [video_features.segment_frames(
         utt.video, [(offset + a, offset + b) for a, b in bounds[i:i + FRAME_CHUNK]], utt.side,
-        settings.video) for i in range(0, len(bounds), FRAME_CHUNK)]
+        settings.video, info=info if utt.video == source else None)
+        for i in range(0, len(bounds), FRAME_CHUNK)]
     frames = np.concatenate([f for f, _ in parts])
     face = sum(fraction * len(f) for f, fraction in parts) / len(frames)
   else:
@@ -202,8 +205,13 @@ def _run(todo: list, workers: int) -> Iterable[dict]:
     yield from map(_process_shard, todo)
     return
   # spawn: the parent may hold JAX's threads, which do not survive fork.
-  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+  with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
     yield from pool.imap_unordered(_process_shard, todo)
+
+
+def _one_thread() -> None:
+  """Worker set-up: the pool already has a process per core, so OpenCV's own threads only contend."""
+  cv2.setNumThreads(1)
 
 
 def load_records(out_dir: Path) -> list[dict]:

@@ -22,7 +22,7 @@ from lbher_jax import media
 _MAX_READ_SIDE = 640  # frames are decoded at most this long (face crops end up 60 x 100)
 _DETECT_SIDE = 96  # short side of the grayscale copy the detector sees: faces >= 1/4 of it
 _DETECT_BORDER = 0.25  # border (fraction of the short side) so frame-filling faces are found
-_DETECT_FRAMES = 8  # frames per utterance the detector examines (the box is their median)
+_DETECT_FRAMES = 4  # frames per utterance the detector examines (the box is their median)
 _FACE_MARGIN = 1.3  # the crop spans the face box times this, widened to the output aspect
 
 
@@ -118,14 +118,16 @@ def _read_size(info: media.MediaInfo) -> tuple[int, int]:
 
 
 def segment_frames(path, bounds: list[tuple[float, float]], side: str | None,
-                   params: VideoParams) -> tuple[np.ndarray, float]:
+                   params: VideoParams, *,
+                   info: media.MediaInfo | None = None) -> tuple[np.ndarray, float]:
   """Face frames of each segment and the fraction of the examined frames with a face found.
 
   `bounds` are absolute (start, end) seconds in the file, one per segment. Returns uint8
   [len(bounds), frames_per_segment, height, width, 3] RGB (grayscale video gives 3 equal channels).
-  With face_detector="none" no detection runs and the fraction is 0.
+  With face_detector="none" no detection runs and the fraction is 0. `info` (`media.probe(path)`)
+  saves probing the file again.
   """
-  info = media.probe(path)
+  info = info or media.probe(path)
   if not info.has_video:
     raise media.MediaError(info.path, "no video stream")
   n = params.frames_per_segment
