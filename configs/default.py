@@ -31,8 +31,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Paper §3.4; fields are those of features.video.VideoParams.
   c.video = ml_collections.ConfigDict(dict(
       frames_per_segment=20, height=60, width=100, face_detector="haar"))
-  # Paper §3.3 augmentation (training batches only); fields of features.augment.AugmentParams.
-  c.augment = ml_collections.ConfigDict(dict(enabled=True, crop_top=10, max_rotate_deg=10.0))
+  # Training batches only; fields of features.augment.AugmentParams. Spectrograms as in the paper
+  # (§3.3); the face-frame jitter (frames_*) is ours: the paper augments audio only.
+  c.augment = ml_collections.ConfigDict(dict(
+      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=True, frames_shift=0.1,
+      frames_brightness=0.2))
 
   c.split = ml_collections.ConfigDict()
   c.split.protocol = "speaker"     # speaker (speaker-independent folds) | random (paper)

@@ -70,3 +70,47 @@ def test_top_crop_shifts_frequencies_up():
     np.testing.assert_allclose(out, np.tile(out[:, :1], (1, T)), atol=1e-5)  # time untouched
     tops.append(out[-1, 0])
   assert min(tops) < F - 1 - 5 and len(set(np.round(tops, 3))) > 3
+
+
+def _frames(rng):
+  return rng.integers(0, 256, (3, 6, 8, 3), dtype=np.uint8)
+
+
+def test_frames_augmentation_disabled_is_identity_and_seeded():
+  frames = _frames(np.random.default_rng(0))
+  out = augment.augment_frames(frames, augment.AugmentParams(enabled=False),
+                               np.random.default_rng(1))
+  assert out is frames
+  params = augment.AugmentParams()
+  a = augment.augment_frames(frames, params, np.random.default_rng(7))
+  np.testing.assert_array_equal(a, augment.augment_frames(frames, params, np.random.default_rng(7)))
+  assert a.shape == frames.shape and a.dtype == np.uint8
+
+
+def test_frames_flip_mirrors_every_frame_and_shift_moves_by_whole_pixels():
+  frames = _frames(np.random.default_rng(0))
+  flip_only = augment.AugmentParams(frames_shift=0.0, frames_brightness=0.0)
+  outs = [augment.augment_frames(frames, flip_only, np.random.default_rng(s)) for s in range(20)]
+  flipped = [np.array_equal(o, frames[:, :, ::-1]) for o in outs]
+  kept = [np.array_equal(o, frames) for o in outs]
+  assert all(f != k for f, k in zip(flipped, kept)) and 3 <= sum(flipped) <= 17
+  shift_only = augment.AugmentParams(frames_flip=False, frames_shift=0.25, frames_brightness=0.0)
+  moved = 0
+  for seed in range(20):
+    out = augment.augment_frames(frames, shift_only, np.random.default_rng(seed))
+    moved += not np.array_equal(out, frames)
+    # Some shift (|dy| <= 2, |dx| <= 2) reproduces the output; the inside is a pure translation.
+    matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+               if np.array_equal(out[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
+                                 frames[:, max(-dy, 0):6 - max(dy, 0),
+                                        max(-dx, 0):8 - max(dx, 0)])]
+    assert matches
+  assert moved >= 15
+
+
+def test_frames_brightness_scales_within_range():
+  frames = np.full((2, 4, 4, 3), 100, np.uint8)
+  params = augment.AugmentParams(frames_flip=False, frames_shift=0.0, frames_brightness=0.2)
+  values = {int(augment.augment_frames(frames, params, np.random.default_rng(s))[0, 0, 0, 0])
+            for s in range(30)}
+  assert min(values) >= 80 and max(values) <= 120 and len(values) > 5

@@ -82,13 +82,14 @@ def source_from_records(directory: Path, records: Sequence[dict]) -> SegmentSour
 
 
 class _Augment(grain.transforms.RandomMap):
-  """Spectrogram augmentation (paper §3.3: top crop and small rotation) on training examples."""
+  """Training-example augmentation: spectrogram (paper §3.3) and face frames."""
 
   def __init__(self, params: augment.AugmentParams):
     self._params = params
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    return {**element, "audio": augment.augment_spectrogram(element["audio"], self._params, rng)}
+    return {**element, "audio": augment.augment_spectrogram(element["audio"], self._params, rng),
+            "video": augment.augment_frames(element["video"], self._params, rng)}
 
 
 def train_loader(source: SegmentSource, *, global_batch: int, seed: int,

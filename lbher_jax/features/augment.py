@@ -1,6 +1,9 @@
-"""Spectrogram augmentation of paper §3.3: a small frequency shift and a small rotation.
+"""Training-time augmentation: paper §3.3 for spectrograms, plus light face-frame jitter.
 
-Never a horizontal flip: that would play the utterance backwards.
+Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
+would play the utterance backwards). Face frames (not in the paper, which augments audio only) get
+a mirror image, a small shift and a brightness change, the same for every frame of a segment so
+that its motion is kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ class AugmentParams:
   enabled: bool = True
   crop_top: int = 10  # at most this many top rows (highest frequencies) are cropped
   max_rotate_deg: float = 10.0
+  frames_flip: bool = True  # mirror a segment's faces with probability 1/2
+  frames_shift: float = 0.1  # shift faces by up to this fraction of the height / width
+  frames_brightness: float = 0.2  # scale brightness by a factor within 1 +- this
 
 
 def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
@@ -43,3 +49,25 @@ def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
     out = scipy.ndimage.rotate(out, angle, reshape=False, order=1, mode="constant",
                                cval=float(out.min()))
   return out.astype(spec.dtype, copy=False)
+
+
+def augment_frames(frames: np.ndarray, params: AugmentParams,
+                   rng: np.random.Generator) -> np.ndarray:
+  """Randomly mirrored, shifted and brightened copy of a segment's uint8 frames [S, H, W, C].
+
+  One draw per segment. The shift moves the picture by whole pixels and repeats the edge pixels
+  into the uncovered border. Deterministic for a given rng state; identity when disabled.
+  """
+  if not params.enabled:
+    return frames
+  _, height, width, _ = frames.shape
+  out = frames[:, :, ::-1] if params.frames_flip and rng.random() < 0.5 else frames
+  max_dy, max_dx = round(params.frames_shift * height), round(params.frames_shift * width)
+  dy, dx = rng.integers(-max_dy, max_dy + 1), rng.integers(-max_dx, max_dx + 1)
+  if dy or dx:
+    padded = np.pad(out, ((0, 0), (max_dy, max_dy), (max_dx, max_dx), (0, 0)), mode="edge")
+    out = padded[:, max_dy - dy:max_dy - dy + height, max_dx - dx:max_dx - dx + width]
+  if params.frames_brightness > 0:
+    factor = 1.0 + rng.uniform(-1, 1) * params.frames_brightness
+    out = np.clip(out.astype(np.float32) * factor + 0.5, 0, 255).astype(np.uint8)
+  return np.ascontiguousarray(out, dtype=frames.dtype)
