@@ -16,7 +16,6 @@ import zlib
 from pathlib import Path
 from typing import Iterable
 
-import cv2
 import numpy as np
 from absl import logging
 
@@ -205,13 +204,8 @@ def _run(todo: list, workers: int) -> Iterable[dict]:
     yield from map(_process_shard, todo)
     return
   # spawn: the parent may hold JAX's threads, which do not survive fork.
-  with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
     yield from pool.imap_unordered(_process_shard, todo)
-
-
-def _one_thread() -> None:
-  """Worker set-up: the pool already has a process per core, so OpenCV's own threads only contend."""
-  cv2.setNumThreads(1)
 
 
 def load_records(out_dir: Path) -> list[dict]:
