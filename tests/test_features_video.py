@@ -40,6 +40,9 @@ def test_crop_box_fallback_and_face():
   assert video.crop_box(200, 300, 100 / 60, (40.0, 30.0, 20.0, 20.0)) == (27, 28, 26, 43)
   # Near the border the crop is shifted inside the frame.
   assert video.crop_box(200, 300, 100 / 60, (0.0, 0.0, 20.0, 20.0)) == (0, 0, 26, 43)
+  # A face filling a square frame keeps its whole height (eyes to mouth), not a 5:3 band of it:
+  # 1.3 * 120 = 156 rows, cut to the frame's 144; width 260, cut to 144.
+  assert video.crop_box(144, 144, 100 / 60, (12.0, 12.0, 120.0, 120.0)) == (0, 0, 144, 144)
 
 
 @pytest.mark.parametrize("side, colour", [("L", 0), ("R", 2)])

@@ -94,18 +94,22 @@ def detect_face(frame: np.ndarray) -> tuple[float, float, float, float] | None:
 
 def crop_box(frame_h: int, frame_w: int, aspect: float,
              face: tuple[float, float, float, float] | None) -> tuple[int, int, int, int]:
-  """(top, left, height, width) of the crop, of the given width/height aspect, inside the frame.
+  """(top, left, height, width) of the crop inside the frame, of the given width/height aspect.
 
   Around `face` (widened by the margin to the aspect ratio), else the largest centred rectangle.
+  Where the frame is too small for the widened face box, the box is cut to the frame on each axis
+  on its own, so the whole face stays in (the resize then stretches it) rather than losing the
+  mouth to keep the aspect ratio.
   """
   if face is None:
-    cy, cx, ch = frame_h / 2, frame_w / 2, float(frame_h)
+    cy, cx = frame_h / 2, frame_w / 2
+    ch = min(frame_h, frame_w / aspect)
+    cw = ch * aspect
   else:
     x, y, w, h = face
     cy, cx = y + h / 2, x + w / 2
     ch = _FACE_MARGIN * max(h, w / aspect)
-  ch = min(ch, frame_h, frame_w / aspect)
-  cw = ch * aspect
+    ch, cw = min(ch, frame_h), min(ch * aspect, frame_w)
   ch_i, cw_i = max(1, int(round(ch))), max(1, int(round(cw)))
   top = int(round(np.clip(cy - ch / 2, 0, frame_h - ch_i)))
   left = int(round(np.clip(cx - cw / 2, 0, frame_w - cw_i)))
