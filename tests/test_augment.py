@@ -81,7 +81,7 @@ def test_frames_augmentation_disabled_is_identity_and_seeded():
   out = augment.augment_frames(frames, augment.AugmentParams(enabled=False),
                                np.random.default_rng(1))
   assert out is frames
-  params = augment.AugmentParams()
+  params = augment.AugmentParams(frames_flip=True, frames_shift=0.1, frames_brightness=0.2)
   a = augment.augment_frames(frames, params, np.random.default_rng(7))
   np.testing.assert_array_equal(a, augment.augment_frames(frames, params, np.random.default_rng(7)))
   assert a.shape == frames.shape and a.dtype == np.uint8
@@ -89,12 +89,12 @@ def test_frames_augmentation_disabled_is_identity_and_seeded():
 
 def test_frames_flip_mirrors_every_frame_and_shift_moves_by_whole_pixels():
   frames = _frames(np.random.default_rng(0))
-  flip_only = augment.AugmentParams(frames_shift=0.0, frames_brightness=0.0)
+  flip_only = augment.AugmentParams(frames_flip=True)
   outs = [augment.augment_frames(frames, flip_only, np.random.default_rng(s)) for s in range(20)]
   flipped = [np.array_equal(o, frames[:, :, ::-1]) for o in outs]
   kept = [np.array_equal(o, frames) for o in outs]
   assert all(f != k for f, k in zip(flipped, kept)) and 3 <= sum(flipped) <= 17
-  shift_only = augment.AugmentParams(frames_flip=False, frames_shift=0.25, frames_brightness=0.0)
+  shift_only = augment.AugmentParams(frames_shift=0.25)
   moved = 0
   for seed in range(20):
     out = augment.augment_frames(frames, shift_only, np.random.default_rng(seed))
@@ -110,7 +110,7 @@ def test_frames_flip_mirrors_every_frame_and_shift_moves_by_whole_pixels():
 
 def test_frames_brightness_scales_within_range():
   frames = np.full((2, 4, 4, 3), 100, np.uint8)
-  params = augment.AugmentParams(frames_flip=False, frames_shift=0.0, frames_brightness=0.2)
+  params = augment.AugmentParams(frames_brightness=0.2)
   values = {int(augment.augment_frames(frames, params, np.random.default_rng(s))[0, 0, 0, 0])
             for s in range(30)}
   assert min(values) >= 80 and max(values) <= 120 and len(values) > 5

@@ -1,8 +1,8 @@
 """Training-time augmentation: paper §3.3 for spectrograms, plus light face-frame jitter.
 
 Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
-would play the utterance backwards). Face frames (not in the paper, which augments audio only) get
-a mirror image, a small shift and a brightness change, the same for every frame of a segment so
+would play the utterance backwards). Face frames (not in the paper, which augments audio only) can
+get a mirror image, a small shift and a brightness change, the same for every frame of a segment so
 that its motion is kept.
 """
 
@@ -23,9 +23,11 @@ class AugmentParams:
   enabled: bool = True
   crop_top: int = 10  # at most this many top rows (highest frequencies) are cropped
   max_rotate_deg: float = 10.0
-  frames_flip: bool = True  # mirror a segment's faces with probability 1/2
-  frames_shift: float = 0.1  # shift faces by up to this fraction of the height / width
-  frames_brightness: float = 0.2  # scale brightness by a factor within 1 +- this
+  # Face-frame jitter, off by default: on the real clips it made the video stream worse (see
+  # BUILD_NOTES.md, "Real-data accuracy").
+  frames_flip: bool = False  # mirror a segment's faces with probability 1/2
+  frames_shift: float = 0.0  # shift faces by up to this fraction of the height / width
+  frames_brightness: float = 0.0  # scale brightness by a factor within 1 +- this
 
 
 def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
