@@ -49,11 +49,13 @@ def _jsonable(value: Any) -> Any:
 def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], variables: Any,
                  example_batch: Mapping[str, np.ndarray], path: str | Path, *,
                  labels: Sequence[str] = LABELS,
-                 preprocessing: Mapping[str, Any]) -> Path:
+                 preprocessing: Mapping[str, Any],
+                 source: Mapping[str, Any] | None = None) -> Path:
   """Writes `path`/model.jaxexport and `path`/model.json; returns `path`.
 
   `preprocessing` ({"audio": ..., "video": ...}; values may be dicts, dataclasses or ConfigDicts)
-  is stored as JSON so that a user can rebuild the inputs the way training built them.
+  is stored as JSON so that a user can rebuild the inputs the way training built them; `source`
+  (JSON values: where the variables came from) is stored as it is.
 
   `apply_fn(variables, batch)` returns class probabilities [B, len(labels)]; `example_batch` holds
   exactly the model inputs (its dtypes and per-example shapes are fixed, its batch size is not).
@@ -82,6 +84,7 @@ def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], 
       "output": {"shape": [None, len(labels)], "dtype": np.dtype(outs[0].dtype).name,
                  "meaning": "class probabilities in `labels` order"},
       "preprocessing": preprocessing,
+      "source": dict(source or {}),
       "platforms": list(exported.platforms),
       "jax_version": jax.__version__,
   }
@@ -124,3 +127,42 @@ def load_exported(path: str | Path
     return np.asarray(call(args))
 
   return predict, meta
+
+
+def model_inputs(model_name: str) -> tuple[str, ...]:
+  """The batch keys a registered model reads (models/__init__.py): audio, video or both."""
+  return {"video3d": ("video",), "hybrid": ("audio", "video")}.get(model_name, ("audio",))
+
+
+def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
+  """--mode export: the model that evaluate and predict use (WORKDIR's fine-tuned checkpoint) to
+  `output` (default WORKDIR/export), with its labels and preprocessing settings.
+
+  An export of the same checkpoint already there is kept; any other is replaced.
+  """
+  # The exporting side needs the model code; loading an export (above) must not.
+  from lbher_jax import predict  # pylint: disable=import-outside-toplevel
+  workdir = Path(workdir)
+  path = Path(output) if output else workdir / "export"
+  model, state, _ = predict.load_model(config, workdir)
+  source = {"workdir": str(workdir.absolute()), "step": int(state.step),
+            "model": config.model.to_dict(), "checkpoint": config.eval.checkpoint}
+  try:   # model.json is written last, so it marks a complete export
+    kept = json.loads((path / META_FILE).read_text(encoding="utf-8")).get("source")
+  except (OSError, json.JSONDecodeError):
+    kept = None
+  if kept == json.loads(json.dumps(source)):
+    print(f"{path}: already holds the export of step {source['step']}; kept")
+    return path
+
+  def probabilities(variables, batch):
+    return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"])
+
+  inputs = model_inputs(config.model.name)
+  example = {k: x for k, x in predict.example_batch(config).items() if k in inputs}
+  export_model(probabilities, {"params": state.params, "batch_stats": state.batch_stats}, example,
+               path, preprocessing={"audio": config.audio, "video": config.video,
+                                    "seed": config.seed}, source=source)
+  print(f"exported {config.model.name} (step {source['step']}) to {path}: {MODEL_FILE}, "
+        f"{META_FILE}")
+  return path

@@ -1,11 +1,14 @@
 """Command line: python -m lbher_jax.main --config configs/NAME.py --workdir DIR [--mode MODE].
 
-Modes: all (Algorithm 1 end to end, the default), preprocess, pretrain, train, evaluate, predict.
-Only wiring lives here; the work is in algorithm.py and predict.py.
+Modes: all (Algorithm 1 end to end, the default), preprocess, pretrain, train, evaluate, predict,
+export. A config with a `table2` field (configs/table2.py) runs the first five over Table 2's
+models and protocols. Only wiring lives here; the work is in algorithm.py, table2.py, predict.py
+and export.py.
 """
 
 import logging as std_logging
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -13,16 +16,29 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for shards, checkpoints and results.")
 _MODE = flags.DEFINE_enum("mode", "all",
-                          ["all", "preprocess", "pretrain", "train", "evaluate", "predict"],
-                          "Which part of Algorithm 1 to run.")
+                          ["all", "preprocess", "pretrain", "train", "evaluate", "predict",
+                           "export"],
+                          "Which part of Algorithm 1 to run, or predict / export with its model.")
 _VIDEO = flags.DEFINE_multi_string("video", [], "--mode predict: video file(s) or directories.")
-_OUTPUT = flags.DEFINE_string("output", None, "--mode predict: JSON file (one video) or folder.")
+_OUTPUT = flags.DEFINE_string("output", None, "--mode predict: JSON file (one video) or folder; "
+                              "--mode export: the export folder (default WORKDIR/export).")
+_PLOT = flags.DEFINE_bool("plot", False, "--mode predict: also a timeline PNG beside each JSON.")
+_ANNOTATE = flags.DEFINE_bool("annotate", False, "--mode predict: also a copy of each video with "
+                              "the segment's label drawn on its frames, beside each JSON.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _own_info_only(record: std_logging.LogRecord) -> bool:
   """Keeps our progress lines and everyone's warnings; drops libraries' INFO chatter (Orbax)."""
   return record.levelno >= std_logging.WARNING or "lbher_jax" in record.pathname
+
+
+def _use_compilation_cache(workdir: str) -> None:
+  """Keeps compiled programs in WORKDIR/jax_cache, so that a rerun, each predict call and every
+  Table 2 run after the first of a model load them instead of compiling again."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", str(Path(workdir) / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv):
@@ -32,12 +48,21 @@ def main(argv):
   from lbher_jax import errors  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import mesh  # pylint: disable=import-outside-toplevel
   mesh.initialize_distributed()
+  _use_compilation_cache(_WORKDIR.value)
   try:
     if _MODE.value == "predict":
       from lbher_jax import predict  # pylint: disable=import-outside-toplevel
-      return predict.run(_CONFIG.value, _WORKDIR.value, _VIDEO.value, _OUTPUT.value)
-    from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
-    algorithm.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+      return predict.run(_CONFIG.value, _WORKDIR.value, _VIDEO.value, _OUTPUT.value,
+                         plot=_PLOT.value, annotate=_ANNOTATE.value)
+    if _MODE.value == "export":
+      from lbher_jax import export  # pylint: disable=import-outside-toplevel
+      export.run(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
+    elif "table2" in _CONFIG.value:
+      from lbher_jax import table2  # pylint: disable=import-outside-toplevel
+      table2.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    else:
+      from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
+      algorithm.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from lbher_jax import LABELS
+from configs import demo
+from lbher_jax import LABELS, export, media, predict
+from lbher_jax.features import audio as audio_features
+from lbher_jax.features import video as video_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,3 +138,49 @@ def test_stages_one_by_one_and_all_folds(run, tmp_path):
   assert summary["confusion_matrix"] == pooled
   accs = [f["accuracy"] for f in per_fold]
   assert abs(summary["aggregate"]["accuracy"]["mean"] - sum(accs) / 2) < 1e-9
+
+
+def test_export_gives_the_in_process_outputs(run):
+  """--mode export writes a model that needs no training code and predicts as the workdir does."""
+  workdir, cache, _ = run
+  result = _main(workdir, cache, "--mode", "export")
+  assert result.returncode == 0, result.stderr[-3000:]
+  exported, meta = export.load_exported(workdir / "export")
+  config = demo.get_config("tiny")
+  assert meta["labels"] == list(LABELS) and set(meta["inputs"]) == {"audio", "video"}
+  assert meta["preprocessing"]["audio"] == config.audio.to_dict()
+  assert meta["source"]["model"]["name"] == "hybrid"
+
+  in_process = predict.load_classifier(config, workdir)
+  rng = np.random.default_rng(0)
+  batch = {k: (rng.uniform(-1, 1, x.shape).astype(x.dtype) if k == "audio"
+               else rng.integers(0, 256, x.shape).astype(x.dtype))
+           for k, x in predict.example_batch(config, 3).items() if k in ("audio", "video")}
+  np.testing.assert_allclose(exported(batch), in_process(batch), atol=1e-5)
+  # A whole video, preprocessed from the export's own settings.
+  clip = next((cache / "demo-v2").rglob("*.mp4"))
+  params = (audio_features.AudioParams(**meta["preprocessing"]["audio"]),
+            video_features.VideoParams(**meta["preprocessing"]["video"]))
+  ours, theirs = (predict.predict_video(clip, f, *params) for f in (in_process, exported))
+  assert len(ours["segments"]) == len(theirs["segments"]) > 0
+  for a, b in zip(ours["segments"], theirs["segments"]):
+    assert a["label"] == b["label"]
+    np.testing.assert_allclose(list(a["probabilities"].values()),
+                               list(b["probabilities"].values()), atol=1e-5)
+
+  again = _main(workdir, cache, "--mode", "export", "--output", str(workdir / "export"))
+  assert again.returncode == 0 and "kept" in again.stdout
+
+
+def test_predict_plot_and_annotate(run, tmp_path):
+  workdir, cache, _ = run
+  clip = next((cache / "demo-v2").rglob("*.mp4"))
+  out = tmp_path / "clip.json"
+  result = _main(workdir, cache, "--mode", "predict", "--video", str(clip), "--output", str(out),
+                 "--plot", "--annotate")
+  assert result.returncode == 0, result.stderr[-3000:]
+  _check_prediction(out, clip)
+  assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  src, dst = media.probe(clip), media.probe(out.with_suffix(".annotated.mp4"))
+  assert dst.has_audio and (dst.width, dst.height) == (src.width, src.height)
+  assert abs(dst.duration - src.duration) <= 0.2

@@ -16,6 +16,7 @@ import pytest
 
 from lbher_jax import LABELS
 from lbher_jax import export
+from lbher_jax.models import MODEL_NAMES, batch_spec, default_model_config, get_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,3 +136,13 @@ def test_loads_in_fresh_process_without_flax(exported, tmp_path):
   assert not out["flax"] and not out["models"]
   assert out["labels"] == list(LABELS)
   np.testing.assert_allclose(out["probs"], np.asarray(model.apply(variables, batch)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_inputs_are_all_a_model_reads(name):
+  """Each registered model initialises from exactly the inputs its export takes."""
+  config = default_model_config(name, "tiny")
+  specs = batch_spec(config, 2)
+  batch = {k: jnp.zeros(specs[k].shape, specs[k].dtype) for k in export.model_inputs(name)}
+  out = jax.eval_shape(lambda: get_model(config).init(jax.random.key(0), batch, train=False))
+  assert "params" in out

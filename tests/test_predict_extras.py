@@ -1,0 +1,77 @@
+"""--mode predict extras without a trained model: timeline PNG, annotated video, progress bar."""
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from configs import demo
+from lbher_jax import LABELS, media, predict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+  """7 s of a moving test pattern (96x64, 25 fps) with a tone: three segments, the last short."""
+  path = tmp_path_factory.mktemp("media") / "talk.mp4"
+  subprocess.run([media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                  "testsrc=size=96x64:rate=25:duration=7", "-f", "lavfi", "-i",
+                  "sine=frequency=220:duration=7", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                  "-c:a", "aac", "-shortest", str(path)], check=True)
+  return path
+
+
+def fake_classifier(batch: dict) -> np.ndarray:
+  """Segment k of a chunk gets class k % 4 with probability 0.7."""
+  probs = np.full((len(batch["audio"]), len(LABELS)), 0.1, np.float32)
+  probs[np.arange(len(probs)), np.arange(len(probs)) % len(LABELS)] = 0.7
+  return probs
+
+
+@pytest.fixture(name="patched")
+def patched_classifier(monkeypatch):
+  monkeypatch.setattr(predict, "load_classifier", lambda config, workdir: fake_classifier)
+  return demo.get_config("tiny")
+
+
+def test_segment_at_and_progress_bar():
+  segments = [{"start": 0.0, "end": 3.0}, {"start": 3.0, "end": 5.5}]
+  assert predict.segment_at(segments, 0.0) is segments[0]
+  assert predict.segment_at(segments, 3.0) is segments[1]
+  assert predict.segment_at(segments, 5.5) is None
+  assert predict.progress_bar(1, 4, 10.0, width=8) == "[##------] 1/4 videos, 10 s, ~30 s left"
+  assert predict.progress_bar(4, 4, 40.0, width=8) == "[########] 4/4 videos, 40 s"
+
+
+def test_plot_and_annotate_through_run(patched, video, tmp_path, capsys):
+  out = tmp_path / "out" / "talk.json"
+  assert predict.run(patched, str(tmp_path), [str(video)], str(out), plot=True,
+                     annotate=True) == 0
+  assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+  annotated = out.with_suffix(".annotated.mp4")
+  assert str(annotated) in capsys.readouterr().out
+
+  src, dst = media.probe(video), media.probe(annotated)
+  assert dst.has_audio and dst.has_video
+  assert abs(dst.duration - src.duration) <= 0.2
+  assert (dst.width, dst.height) == (src.width, src.height) == (96, 64)
+  count = lambda p: imageio_ffmpeg.count_frames_and_secs(str(p))[0]
+  assert count(annotated) == count(video) == 175
+
+  # The label box is drawn at the top left only; the rest of the frame is the source's.
+  before, after = (media.read_frames(p, [1.0, 6.5]).astype(int) for p in (video, annotated))
+  assert np.abs(after[:, :12, :40] - before[:, :12, :40]).mean() > 40
+  assert np.abs(after[:, 32:, 48:] - before[:, 32:, 48:]).mean() < 12
+
+
+def test_several_videos_show_a_progress_bar(patched, video, tmp_path, capsys):
+  missing = tmp_path / "missing.mp4"
+  assert predict.run(patched, str(tmp_path), [str(video), str(missing)], str(tmp_path / "many"),
+                     plot=True) == 0
+  captured = capsys.readouterr()
+  assert "[##########----------] 1/2 videos" in captured.err
+  assert "[####################] 2/2 videos" in captured.err
+  assert (tmp_path / "many" / "talk.png").read_bytes()[:8] == PNG_MAGIC
+  assert "error:" in captured.out and (tmp_path / "many" / "summary.csv").exists()
