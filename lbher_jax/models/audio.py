@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lbher_jax.models import ops
+
 RNN_CELLS = {"simple": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
@@ -33,6 +35,25 @@ def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
   elif norm != "none":
     raise ValueError(f"unknown norm {norm!r}; expected 'batch' or 'none'")
   return nn.relu(x)
+
+
+class Conv2D(nn.Module):
+  """3x3 'SAME' convolution over [B, H, W, C], stride 1: flax.linen.Conv's parameters ("kernel"
+  [3, 3, in, out], optional "bias" [out]) and values, with the kernel gradient of
+  `ops.conv2d_same` (fast on CPU)."""
+  features: int
+  use_bias: bool
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    y = ops.conv2d_same(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(
+        self.dtype)
+    return y
 
 
 class Classifier(nn.Module):
@@ -67,11 +88,11 @@ class AudioStream(nn.Module):
   def __call__(self, spectrogram: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
     x = spectrogram.astype(self.dtype)[..., None]
-    for features in self.convs:
-      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none",
-                  dtype=self.dtype)(x)
+    for i, features in enumerate(self.convs):
+      # Named as flax.linen.Conv would be: checkpoints keep their parameter paths.
+      x = Conv2D(features, use_bias=self.norm == "none", dtype=self.dtype, name=f"Conv_{i}")(x)
       x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = ops.max_pool(x, (2, 2))
     if self.rnn_cell is None:
       x = x.mean(axis=(1, 2))
     else:

@@ -1,0 +1,69 @@
+"""Smoke test of the benchmark scripts: each runs at tiny sizes and writes its JSON figures.
+
+The three scripts run as concurrent subprocesses (one jax start-up each), with XLA's backend
+optimisation off: tiny programs, where LLVM time would dominate.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _command(name: str, json_path: Path) -> list[str]:
+  script = str(PROJECT_ROOT / "benchmarks" / f"{name}.py")
+  args = {"train_step": ["--scales", "tiny", "--rounds", "1"] + ([] if HAS_TORCH
+                                                                   else ["--no-torch"]),
+          "loader": ["--scales", "tiny", "--batches", "2", "--train-examples-per-s", "tiny=1"],
+          "scaling": ["--scale", "tiny", "--batch", "4", "--devices", "1,2", "--steps", "1"]}
+  return [sys.executable, script, *args[name], "--json", str(json_path)]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, dict]:
+  tmp = tmp_path_factory.mktemp("bench")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0")}
+  procs = {name: subprocess.Popen(_command(name, tmp / f"{name}.json"), cwd=PROJECT_ROOT,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+           for name in ("train_step", "loader", "scaling")}
+  out = {}
+  for name, proc in procs.items():
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{log[-3000:]}"
+    out[name] = json.loads((tmp / f"{name}.json").read_text())
+  return out
+
+
+def test_train_step_json(results):
+  r = results["train_step"]
+  assert {"machine", "date", "loadavg_before", "loadavg_after", "scales", "targets"} <= r.keys()
+  tiny = r["scales"]["tiny"]
+  assert tiny["model_gflop_per_example"] > 0 and tiny["matmul_peak_gflops"] > 0
+  runs = {"jax_finetune", "jax_pretrain"} | ({"torch_finetune"} if HAS_TORCH else set())
+  assert set(tiny["runs"]) == runs
+  for run in tiny["runs"].values():
+    assert run["examples_per_s"] > 0 and run["mfu"] >= 0
+  assert ("jax_over_torch" in tiny) == HAS_TORCH
+
+
+def test_loader_json(results):
+  tiny = results["loader"]["scales"]["tiny"]
+  assert tiny["examples_per_s"] > 0 and tiny["train_step_examples_per_s"] == 1.0
+  assert tiny["loader_over_train_step"] == pytest.approx(tiny["examples_per_s"], rel=1e-2)
+  assert "loadavg_before" in results["loader"]
+
+
+def test_scaling_json(results):
+  r = results["scaling"]
+  assert [run["devices"] for run in r["runs"]] == [1, 2]
+  assert r["all_match"] and all(run["examples_per_s"] > 0 for run in r["runs"])
+  assert "loadavg_before" in r
