@@ -18,13 +18,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common import machine  # benchmarks/common.py (the script's own folder)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -39,19 +40,6 @@ DEFAULT_BATCH = {"paper": 8, "small": 16, "tiny": 4}
 TRAIN_JSON = PROJECT_ROOT / "benchmarks" / "results" / "train_step_cpu.json"
 CONFIGS = {"paper": default.get_config, "small": demo.get_config,
            "tiny": lambda: demo.get_config("tiny")}
-
-
-def machine() -> str:
-  """CPU model and count, OS."""
-  model = platform.processor() or platform.machine()
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def write_shards(directory: Path, model_config, rows: int, per_shard: int) -> loader.SegmentSource:

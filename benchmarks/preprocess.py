@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import machine  # benchmarks/common.py (the script's own folder)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS_FER_AV = PROJECT_ROOT.parent / "shared" / "data" / "ravdess_fer_av"
@@ -118,18 +118,6 @@ def measure(spec: dict) -> dict:
   run["peak_rss_mb"] = round(peak_rss / 2**20, 1)
   run["peak_pss_mb"] = round(peak_pss / 2**20, 1)
   return run
-
-
-def machine() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,21 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common import machine  # benchmarks/common.py (the script's own folder)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RTOL_METRICS = 1e-4
-
-
-def machine() -> str:
-  """CPU model and count, OS."""
-  model = platform.processor() or platform.machine()
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def child(spec: dict, out_dir: Path) -> None:

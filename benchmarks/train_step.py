@@ -26,13 +26,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from common import machine  # benchmarks/common.py (the script's own folder)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -49,19 +50,6 @@ from lbher_jax.train import steps  # noqa: E402
 TARGETS = {"paper_jax_over_torch_min": 1.2, "paper_mfu_min": 0.4}
 DEFAULT_BATCH = {"paper": 8, "small": 16, "tiny": 4}
 MATMUL_N = 2048
-
-
-def machine() -> str:
-  """CPU model and count, OS."""
-  model = platform.processor() or platform.machine()
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def timed(fn, *args) -> tuple[float, float, object]:
