@@ -1,18 +1,12 @@
-"""CPU-friendly forms of the models' heavy operations: 3x3 convolution and max-pooling.
+"""A CPU-friendly form of the models' heaviest operation, the 3x3 convolution.
 
-Both keep the plain operations' values and gradients (up to float rounding); only how XLA runs
-them changes. Why, measured on the 2-core CPU VM (see BUILD_NOTES.md, issue 7):
-
-* XLA's CPU backend computes a convolution's kernel gradient (a "backward-filter" convolution)
-  about 10x slower than the forward convolution of the same size. `conv2d_same` keeps XLA's
-  forward and input-gradient convolutions and computes the kernel gradient as matmuls of
-  patches, one output row at a time, so that each row's patches stay in cache.
-* The gradient of `flax.linen.max_pool` (reduce_window) is XLA's select-and-scatter, which runs
-  at well under 1 GFLOP/s on CPU. `max_pool` with non-overlapping windows is a reshape and a
-  max; its gradient an elementwise select.
+It keeps the plain convolution's values and gradients (up to float rounding); only how XLA runs
+it changes. XLA's CPU backend computes a convolution's kernel gradient (a "backward-filter"
+convolution) about 10x slower than the forward convolution of the same size (measured on the
+2-core CPU VM, see BUILD_NOTES.md, issue 7). `conv2d_same` keeps XLA's forward and input-gradient
+convolutions and computes the kernel gradient as matmuls of patches, one output row at a time, so
+that each row's patches stay in cache.
 """
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -75,57 +69,3 @@ def _conv2d_bwd(residuals, dy: jax.Array):
 
 
 conv2d_same.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
-def _windows(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
-  """x [N, *spatial, C] cropped to whole windows and reshaped to [N, n1, k1, n2, k2, ..., C]."""
-  spatial = x.shape[1:-1]
-  if len(window) != len(spatial):
-    raise ValueError(f"window {window} does not match the {len(spatial)} pooled axes of "
-                     f"{x.shape}")
-  kept = tuple(size // k * k for size, k in zip(spatial, window))
-  split = [x.shape[0]]
-  for n, k in zip(kept, window):
-    split += [n // k, k]
-  return x[(slice(None), *(slice(0, n) for n in kept))].reshape(*split, x.shape[-1])
-
-
-def _window_axes(window: tuple[int, ...]) -> tuple[int, ...]:
-  return tuple(range(2, 2 * len(window) + 1, 2))
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
-  """flax.linen.max_pool(x, window, strides=window) ('VALID') over the axes between batch and
-  channels, as a reshape and a max.
-
-  The gradient goes, through an elementwise select, to the first maximum of each window (in
-  row-major window order), as in XLA's select-and-scatter: the same gradient as
-  flax.linen.max_pool's, ties included (spreading it over tied maxima instead changed training
-  trajectories and, in a tiny pre-training test, led to a non-finite gradient).
-  """
-  return _windows(x, window).max(axis=_window_axes(window))
-
-
-def _max_pool_fwd(x: jax.Array, window: tuple[int, ...]):
-  y = max_pool(x, window)
-  return y, (x, y)
-
-
-def _max_pool_bwd(window: tuple[int, ...], residuals, dy: jax.Array):
-  x, y = residuals
-  d = len(window)
-  # Window elements last, in row-major order: [N, n1, ..., nd, C, k1 * ... * kd].
-  order = (0, *range(1, 2 * d, 2), 2 * d + 1, *range(2, 2 * d + 1, 2))
-  windows = _windows(x, window).transpose(order)
-  flat = windows.reshape(*windows.shape[:d + 2], -1)
-  is_max = flat == y[..., None]
-  first = is_max & (jnp.cumsum(is_max, axis=-1) == 1)
-  dx = jnp.where(first, dy[..., None], 0).astype(x.dtype).reshape(windows.shape)
-  dx = dx.transpose(tuple(order.index(i) for i in range(2 * d + 2)))
-  dx = dx.reshape(x.shape[0], *(n * k for n, k in zip(y.shape[1:-1], window)), x.shape[-1])
-  pad = [(0, 0)] + [(0, full - part) for full, part in zip(x.shape[1:-1], dx.shape[1:-1])]
-  return (jnp.pad(dx, pad + [(0, 0)]),)
-
-
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
