@@ -92,7 +92,7 @@ class AudioStream(nn.Module):
       # Named as flax.linen.Conv would be: checkpoints keep their parameter paths.
       x = Conv2D(features, use_bias=self.norm == "none", dtype=self.dtype, name=f"Conv_{i}")(x)
       x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = ops.max_pool(x, (2, 2))
     if self.rnn_cell is None:
       x = x.mean(axis=(1, 2))
     else:

@@ -1,12 +1,19 @@
-"""A CPU-friendly form of the models' heaviest operation, the 3x3 convolution.
+"""CPU-friendly forms of the models' 3x3 convolution and max-pooling.
 
-It keeps the plain convolution's values and gradients (up to float rounding); only how XLA runs
-it changes. XLA's CPU backend computes a convolution's kernel gradient (a "backward-filter"
-convolution) about 10x slower than the forward convolution of the same size (measured on the
-2-core CPU VM, see BUILD_NOTES.md, issue 7). `conv2d_same` keeps XLA's forward and input-gradient
-convolutions and computes the kernel gradient as matmuls of patches, one output row at a time, so
-that each row's patches stay in cache.
+Both keep the plain operation's values and gradients (up to float rounding and, for pooling, how
+a tie is shared); only how XLA runs them changes. Measured on the 2-core CPU VM (BUILD_NOTES.md,
+issue 7):
+
+* XLA's CPU backend computes a convolution's kernel gradient (a "backward-filter" convolution)
+  about 10x slower than the forward convolution of the same size. `conv2d_same` keeps XLA's
+  forward and input-gradient convolutions and computes the kernel gradient as matmuls of patches,
+  one output row at a time, so that each row's patches stay in cache.
+* The gradient of `flax.linen.max_pool` (reduce_window) is XLA's select-and-scatter, which took
+  1.3 s of a 5.8-s paper-scale training step. `max_pool` takes the maximum of strided slices, one
+  per window offset; its gradient is elementwise selects and pads (0.2 s).
 """
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -69,3 +76,21 @@ def _conv2d_bwd(residuals, dy: jax.Array):
 
 
 conv2d_same.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+  """`flax.linen.max_pool(x, window, strides=window)` ('VALID') over the axes between batch and
+  channels, as the maximum of one strided slice per offset inside the window.
+
+  Same values as flax. The gradient is JAX's own: where several elements of a window tie for the
+  maximum, it is shared among them (flax gives it all to the first). After a ReLU, ties at 0 get
+  no gradient either way; ties above 0 are rare.
+  """
+  if len(window) != x.ndim - 2:
+    raise ValueError(f"window {window} does not match input of shape {x.shape}")
+  counts = [n // k for n, k in zip(x.shape[1:-1], window)]
+  out = None
+  for offsets in itertools.product(*(range(k) for k in window)):
+    part = x[(slice(None), *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
+    out = part if out is None else jnp.maximum(out, part)
+  return out

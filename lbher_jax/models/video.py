@@ -75,7 +75,7 @@ class VideoStream(nn.Module):
       x = Conv3D(features, use_bias=self.norm == "none", dtype=self.dtype)(x)
       x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
       if i < len(self.pools):
-        x = nn.max_pool(x, self.pools[i], strides=self.pools[i])
+        x = ops.max_pool(x, self.pools[i])
     x = x.reshape(x.shape[0], -1)
     for features in (self.hidden, self.embed_dim):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
