@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +39,10 @@ _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad":
 # One decoding thread per ffmpeg call: the callers run one call per worker process on every core
 # already, and small frames decode faster on one thread than with threads' start-up and hand-offs.
 _DECODE_THREADS = ("-threads", "1")
+# An ffmpeg call that runs longer than this is killed and its file reported: a file that makes
+# ffmpeg hang (or a stalled network mount) must not stall a batch job for ever. Decoding an
+# hour-long audio track takes ~10 s here.
+FFMPEG_TIMEOUT_S = 600.0
 
 
 class MediaError(Exception):
@@ -168,11 +174,22 @@ def _ffmpeg(args: list[str], *, stdout: bool = False) -> tuple[int, bytes, str]:
   select loop over two pipes.
   """
   with tempfile.TemporaryFile() as log:
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", *args],
-                          stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=log,
-                          check=False)
+    try:
+      proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", *args],
+                            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=log,
+                            check=False, timeout=FFMPEG_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      raise MediaError(_input_of(args), _timeout_problem()) from None
     log.seek(0)
     return proc.returncode, proc.stdout or b"", log.read().decode(errors="replace")
+
+
+def _input_of(args: list[str]) -> str:
+  return args[args.index("-i") + 1] if "-i" in args else "ffmpeg"
+
+
+def _timeout_problem() -> str:
+  return f"ffmpeg did not finish within {FFMPEG_TIMEOUT_S:g} s (killed)"
 
 
 def probe(path) -> MediaInfo:
@@ -290,6 +307,8 @@ def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
   # stderr goes to a file: a pipe nobody reads while frames stream could fill up and block ffmpeg.
   with tempfile.TemporaryFile() as log, subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                                          stderr=log) as proc:
+    watchdog = threading.Timer(FFMPEG_TIMEOUT_S, proc.kill)
+    watchdog.start()
     got = 0
     while got < len(wanted):
       buf = proc.stdout.read(frame_bytes)
@@ -299,6 +318,9 @@ def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
       got += 1
     proc.stdout.close()
     proc.wait()
+    watchdog.cancel()
+    if got < len(wanted) and proc.returncode == -signal.SIGKILL:
+      raise MediaError(path, _timeout_problem())
     log.seek(0)
     stderr = log.read().decode(errors="replace")
   if got < len(wanted):

@@ -155,3 +155,16 @@ def test_read_frames_without_video_stream(tmp_path):
   scipy.io.wavfile.write(path, 8000, np.zeros(800, np.float32))
   with pytest.raises(media.MediaError, match="no video stream"):
     media.read_frames(path, [0.0])
+
+
+def test_a_hanging_ffmpeg_call_is_killed_and_reported(files, monkeypatch):
+  """No ffmpeg process can start, decode and exit within a millisecond: both kinds of call
+  (run to completion; frames streamed through a pipe) hit the time limit."""
+  monkeypatch.setattr(media, "FFMPEG_TIMEOUT_S", 1e-3)
+  with pytest.raises(media.MediaError,
+                     match=r"av\.mp4: ffmpeg did not finish within 0.001 s \(killed\)"):
+    media.decode_audio(files["av"], 16000)
+  info = media.MediaInfo(path=files["av"], duration=2.0, has_audio=True, has_video=True,
+                         width=64, height=48, fps=25.0)
+  with pytest.raises(media.MediaError, match=r"av\.mp4: ffmpeg did not finish"):
+    media.read_frames(files["av"], [0.5, 1.0], info=info)

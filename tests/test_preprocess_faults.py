@@ -107,6 +107,43 @@ def test_sigkill_mid_run_then_rerun_finishes_without_redoing(clips, tmp_path):
   assert [r["id"] for r in rejects] == ["clip_05"]
 
 
+# The child of the worker-kill test: a parallel run whose first worker process is SIGKILLed (as
+# the OOM killer would) as soon as it exists; exits 3 with the error's message on stdout.
+_KILL_A_WORKER = """
+import multiprocessing, os, signal, sys, threading, time
+from pathlib import Path
+from tests.test_preprocess_faults import SETTINGS, utterances
+from lbher_jax.data import preprocess as preprocess_lib
+
+def kill_first_worker():
+  while not multiprocessing.active_children():
+    time.sleep(0.01)
+  os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+threading.Thread(target=kill_first_worker, daemon=True).start()
+try:
+  preprocess_lib.preprocess(utterances(Path(sys.argv[1])), Path(sys.argv[2]), SETTINGS,
+                            corpus={"name": "faults"}, workers=2, per_shard=1)
+except preprocess_lib.PreprocessError as e:
+  print(e)
+  sys.exit(3)
+"""
+
+
+def test_killed_worker_fails_the_run_with_a_message_instead_of_hanging(clips, tmp_path):
+  out = tmp_path / "shards"
+  child = subprocess.run([sys.executable, "-c", _KILL_A_WORKER, str(clips), str(out)], cwd=PROJECT,
+                         capture_output=True, text=True, timeout=300)
+  assert child.returncode == 3, child.stdout + child.stderr[-2000:]
+  message = child.stdout.strip()
+  assert "worker process died" in message and "rerun" in message and str(out) in message
+  assert "\n" not in message
+  assert not (out / preprocess_lib.INDEX).exists()
+
+  index = run(str(clips), str(out))                     # the rerun completes the job
+  assert index["num_shards"] == NUM_CLIPS and index["rejected"] == 1
+
+
 class _Hostile:
   """Unpickling this creates a marker file: proof that a shard was unpickled."""
 

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import time
 import zlib
+from concurrent import futures
 from pathlib import Path
 from typing import Iterable
 
@@ -173,7 +174,7 @@ def preprocess(utterances: list[Utterance], out_dir: Path, settings: Settings, *
   logging.info("preprocess: %d utterances in %d shards; %d already done, %d to do (%d workers)",
                len(utterances), len(groups), len(infos), len(todo), workers)
   start, seconds = time.perf_counter(), 0.0
-  for info in _run(todo, workers):
+  for info in _run(todo, workers, out_dir):
     infos[info["shard"]] = info
     seconds += info["meta"]["media_seconds"]
     elapsed = time.perf_counter() - start
@@ -199,13 +200,25 @@ def _face_rate(infos: list[dict]) -> float | None:
   return round(float(np.mean([r["face_fraction"] for r in rows])), 3) if rows else None
 
 
-def _run(todo: list, workers: int) -> Iterable[dict]:
+def _run(todo: list, workers: int, out_dir: Path) -> Iterable[dict]:
   if workers <= 1 or len(todo) <= 1:
     yield from map(_process_shard, todo)
     return
-  # spawn: the parent may hold JAX's threads, which do not survive fork.
-  with multiprocessing.get_context("spawn").Pool(workers) as pool:
-    yield from pool.imap_unordered(_process_shard, todo)
+  # spawn: the parent may hold JAX's threads, which do not survive fork. A process pool from
+  # concurrent.futures, not multiprocessing.Pool: when a worker is killed (e.g. by the OOM killer)
+  # it fails the pending tasks instead of waiting for them forever.
+  context = multiprocessing.get_context("spawn")
+  with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pending = [pool.submit(_process_shard, task) for task in todo]
+    try:
+      for done in futures.as_completed(pending):
+        yield done.result()
+    except futures.BrokenExecutor as e:
+      finished = sum(f.done() and not f.cancelled() and f.exception() is None for f in pending)
+      raise PreprocessError(
+        f"{out_dir}: a preprocessing worker process died ({e}; killed, e.g. out of memory?). "
+        f"The {finished} shards finished in this run are kept; rerun the same command to "
+        "resume") from None
 
 
 def load_records(out_dir: Path) -> list[dict]:
