@@ -115,15 +115,24 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   shards_dir = _shards_dir(workdir)
   source = loader_lib.source_from_records(shards_dir, parts.train)
   augment_params = augment.AugmentParams(**config.augment.to_dict())
-  params = None
-  if "pretrain" in phases and config.model.name == "hybrid" and config.pretrain.steps > 0:
+  variables = None
+  pretrains = config.model.name == "hybrid" and config.pretrain.steps > 0
+  # Fine-tuning alone (--mode train) starts from a finished pre-training when there is one: the
+  # pre-training phase then only restores its last checkpoint.
+  pretrained = pretrains and loop.finished_step(workdir, "pretrain") == config.pretrain.steps
+  if pretrains and ("pretrain" in phases or pretrained):
     state = loop.run_phase(
         phase=_phase("pretrain", config.pretrain), model=model, mesh=mesh, source=source,
         augment_params=augment_params, workdir=workdir, seed=config.seed,
         loader_workers=config.data.loader_workers)
-    params = state.params
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
   if "finetune" not in phases:
     return None
+  if variables is not None:
+    logging.info("finetune: starting from the pre-trained weights and BatchNorm statistics")
+  elif pretrains:
+    logging.warning("finetune: no finished pre-training in %s; starting from random weights",
+                    workdir)
   val_source = loader_lib.source_from_records(shards_dir, parts.val) if parts.val else None
   validate = None
   if val_source is not None:
@@ -135,7 +144,7 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   return loop.run_phase(
       phase=_phase("finetune", config.train), model=model, mesh=mesh, source=source,
       augment_params=augment_params, workdir=workdir, seed=config.seed, validate=validate,
-      init_params=params, loader_workers=config.data.loader_workers)
+      init_variables=variables, loader_workers=config.data.loader_workers)
 
 
 def _phase(name: str, c) -> loop.PhaseConfig:

@@ -26,6 +26,11 @@ def _main(workdir: Path, cache: Path, *args: str) -> subprocess.CompletedProcess
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _phase_records(workdir: Path, phase: str) -> list[dict]:
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r["phase"] == phase]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   base = tmp_path_factory.mktemp("e2e")
@@ -124,6 +129,12 @@ def test_stages_one_by_one_and_all_folds(run, tmp_path):
     assert (workdir / made).exists(), mode
     if mode == "pretrain":   # a stage does its own work only
       assert not (workdir / "checkpoints" / "finetune").exists()
+      pretrain_log = _phase_records(workdir, "pretrain")
+      assert pretrain_log
+    if mode == "train":      # fine-tuning alone starts from the finished pre-training, not redone
+      assert "starting from the pre-trained weights" in result.stderr
+      assert _phase_records(workdir, "pretrain") == pretrain_log
+      assert _phase_records(workdir, "finetune")
   assert set(json.loads((workdir / "results.json").read_text())["per_class"]) == set(LABELS)
 
   folds = tmp_path / "folds"

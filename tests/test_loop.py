@@ -118,7 +118,8 @@ def worker(shards_dir: Path, workdir: Path, hang_at: str) -> None:
                 source=loader_lib.source_from_records(shards_dir, records),
                 augment_params=augment.AugmentParams(), workdir=workdir, seed=SEED)
   pretrained = run(phase=phase_config("pretrain"))
-  state = run(phase=phase_config("finetune"), validate=validate, init_params=pretrained.params)
+  state = run(phase=phase_config("finetune"), validate=validate,
+              init_variables={"params": pretrained.params, "batch_stats": pretrained.batch_stats})
   np.savez(workdir / "final.npz", **flat(state))
 
 

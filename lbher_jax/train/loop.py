@@ -91,13 +91,13 @@ def compile_eval_step(model, mesh) -> Callable:
 
 def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSource,
               augment_params: augment.AugmentParams, workdir: Path, seed: int,
-              validate: Callable[[Any], dict] | None = None, init_params: Any = None,
+              validate: Callable[[Any], dict] | None = None, init_variables: Any = None,
               loader_workers: int = 0) -> Any:
   """Trains one phase to `phase.steps`, resuming from its latest checkpoint if there is one.
 
   `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end; its
-  `val_unweighted_accuracy` selects the best checkpoint. `init_params` (e.g. pre-trained
-  weights) seed a fresh state. Returns the final state.
+  `val_unweighted_accuracy` selects the best checkpoint. `init_variables` ({"params",
+  "batch_stats"}, e.g. of the pre-trained model) seed a fresh state. Returns the final state.
   """
   workdir = Path(workdir)
   metrics_path = workdir / "metrics.jsonl"
@@ -120,10 +120,10 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
     state = ckpt.restore(start, abstract, data_iter)
     logging.info("%s: resuming from the checkpoint of step %d", phase.name, start)
   else:
-    def fresh(params):  # given weights replace the random ones, which XLA then drops
+    def fresh(variables):  # given weights replace the random ones, which XLA then drops
       state = init()
-      return state if params is None else state.replace(params=params)
-    state = jax.jit(fresh, out_shardings=replicated)(init_params)
+      return state if variables is None else state.replace(**variables)
+    state = jax.jit(fresh, out_shardings=replicated)(init_variables)
     start = 0
   _drop_records_after(metrics_path, phase.name, start)
 
@@ -176,6 +176,17 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
       ckpt.save(step, state, data_iter, metrics=val)
   ckpt.close()
   return state
+
+
+def finished_step(workdir: Path, phase_name: str) -> int | None:
+  """The latest checkpointed step of a phase in `workdir`, or None."""
+  directory = Path(workdir) / "checkpoints" / phase_name
+  if not directory.is_dir():
+    return None
+  ckpt = ckpt_lib.Checkpointer(directory)
+  step = ckpt.latest_step()
+  ckpt.close()
+  return step
 
 
 def restore_for_inference(model, mesh, workdir: Path, batch_shapes: dict, *,
