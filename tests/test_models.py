@@ -1,12 +1,13 @@
 """Model shapes, parameter counts and behaviour (tiny scale computed, paper scale only traced)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lbher_jax import models
-from lbher_jax.models import video
+from lbher_jax.models import ops, video
 
 BATCH = 3
 
@@ -180,3 +181,20 @@ def test_bfloat16_compute():
     assert out_bf16[key].dtype == jnp.float32
     np.testing.assert_allclose(out_bf16[key], out[key], atol=0.05 * np.abs(out[key]).max())
   assert not np.array_equal(out_bf16["logits"], out["logits"])
+
+
+@pytest.mark.parametrize("shape, window", [((2, 7, 9, 3), (2, 2)), ((2, 5, 7, 9, 4), (1, 2, 2)),
+                                           ((1, 5, 7, 9, 2), (2, 2, 2))])
+def test_max_pool_matches_flax(shape, window):
+  """Values as flax.linen.max_pool (odd sizes drop the last row / column / frame); with no ties
+  (distinct random values) the gradient is flax's too."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  reference = lambda v: nn.max_pool(v, window, strides=window)
+  np.testing.assert_array_equal(ops.max_pool(x, window), reference(x))
+  cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+  grad = lambda f: jax.grad(lambda v: jnp.sum(f(v) * cotangent))(x)
+  np.testing.assert_array_equal(grad(lambda v: ops.max_pool(v, window)), grad(reference))
+  # A window whose elements tie shares the gradient among them; the total stays the same.
+  tied = jnp.zeros((1, 2, 2, 1))
+  shared = jax.grad(lambda v: ops.max_pool(v, (2, 2)).sum())(tied)
+  assert float(shared.sum()) == pytest.approx(1.0) and float(shared.max()) < 1.0
