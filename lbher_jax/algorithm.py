@@ -105,10 +105,6 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
   return Parts(rows(train_ids), rows(parts.val), rows(parts.test), parts.leaky)
 
 
-def _needs_video(config) -> bool:
-  return config.model.name in ("video3d", "hybrid")
-
-
 def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "finetune")):
   """m' <- TrainModel(T1): contrastive pre-training (two-stream models), then fine-tuning."""
   model = get_model(config.model)
@@ -119,8 +115,8 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   pretrains = config.model.name == "hybrid" and config.pretrain.steps > 0
   # Fine-tuning alone (--mode train) starts from a finished pre-training when there is one: the
   # pre-training phase then only restores its last checkpoint.
-  pretrained = pretrains and loop.finished_step(workdir, "pretrain") == config.pretrain.steps
-  if pretrains and ("pretrain" in phases or pretrained):
+  if pretrains and ("pretrain" in phases
+                    or loop.finished_step(workdir, "pretrain") == config.pretrain.steps):
     state = loop.run_phase(
         phase=_phase("pretrain", config.pretrain), model=model, mesh=mesh, source=source,
         augment_params=augment_params, workdir=workdir, seed=config.seed,

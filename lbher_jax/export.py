@@ -129,11 +129,6 @@ def load_exported(path: str | Path
   return predict, meta
 
 
-def model_inputs(model_name: str) -> tuple[str, ...]:
-  """The batch keys a registered model reads (models/__init__.py): audio, video or both."""
-  return {"video3d": ("video",), "hybrid": ("audio", "video")}.get(model_name, ("audio",))
-
-
 def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   """--mode export: the model that evaluate and predict use (WORKDIR's fine-tuned checkpoint) to
   `output` (default WORKDIR/export), with its labels and preprocessing settings.
@@ -142,6 +137,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   """
   # The exporting side needs the model code; loading an export (above) must not.
   from lbher_jax import predict  # pylint: disable=import-outside-toplevel
+  from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   path = Path(output) if output else workdir / "export"
   model, state, _ = predict.load_model(config, workdir)
@@ -158,7 +154,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   def probabilities(variables, batch):
     return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"])
 
-  inputs = model_inputs(config.model.name)
+  inputs = input_keys(config.model.name)
   example = {k: x for k, x in predict.example_batch(config).items() if k in inputs}
   export_model(probabilities, {"params": state.params, "batch_stats": state.batch_stats}, example,
                path, preprocessing={"audio": config.audio, "video": config.video,

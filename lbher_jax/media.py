@@ -159,7 +159,7 @@ def _parse_probe(stderr: str, path: Path) -> MediaInfo:
 
 def _decoded_duration(path: Path) -> float:
   """Duration found by decoding, for containers whose header states none."""
-  _, _, stderr = _ffmpeg(["-i", _input(path), "-f", "null", "-"])
+  _, _, stderr = _ffmpeg(path, ["-i", _input(path), "-f", "null", "-"])
   times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", stderr)
   if not times:
     return 0.0
@@ -167,8 +167,8 @@ def _decoded_duration(path: Path) -> float:
   return int(h) * 3600 + int(m) * 60 + float(s)
 
 
-def _ffmpeg(args: list[str], *, stdout: bool = False) -> tuple[int, bytes, str]:
-  """Runs ffmpeg; (return code, stdout bytes if asked for, stderr text).
+def _ffmpeg(path: Path, args: list[str], *, stdout: bool = False) -> tuple[int, bytes, str]:
+  """Runs ffmpeg on `path` (named in `args`); (return code, stdout bytes if asked for, stderr).
 
   stderr goes to a temporary file, so stdout (one pipe) is read in one go rather than through a
   select loop over two pipes.
@@ -179,13 +179,9 @@ def _ffmpeg(args: list[str], *, stdout: bool = False) -> tuple[int, bytes, str]:
                             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=log,
                             check=False, timeout=FFMPEG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-      raise MediaError(_input_of(args), _timeout_problem()) from None
+      raise MediaError(path, _timeout_problem()) from None
     log.seek(0)
     return proc.returncode, proc.stdout or b"", log.read().decode(errors="replace")
-
-
-def _input_of(args: list[str]) -> str:
-  return args[args.index("-i") + 1] if "-i" in args else "ffmpeg"
 
 
 def _timeout_problem() -> str:
@@ -195,7 +191,7 @@ def _timeout_problem() -> str:
 def probe(path) -> MediaInfo:
   """Describes a media file; raises MediaError when it is missing, empty or not decodable."""
   path = _check_file(path)
-  _, _, stderr = _ffmpeg(["-i", _input(path)])
+  _, _, stderr = _ffmpeg(path, ["-i", _input(path)])
   return _with_duration(_parse_probe(stderr, path))
 
 
@@ -238,8 +234,8 @@ def decode_audio_and_probe(path, sample_rate: int, start: float | None = None,
 def _decode_audio(path: Path, sample_rate: int, start: float | None,
                   end: float | None) -> tuple[np.ndarray, str]:
   returncode, stdout, stderr = _ffmpeg(
-      ["-nostats", *_DECODE_THREADS, *_window_args(start, end), "-i", _input(path), "-map",
-       "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"], stdout=True)
+      path, ["-nostats", *_DECODE_THREADS, *_window_args(start, end), "-i", _input(path),
+             "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"], stdout=True)
   if returncode != 0:
     if "Input #0" in stderr and "matches no streams" in stderr:
       raise MediaError(path, "no audio stream")

@@ -100,6 +100,11 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 
+def input_keys(name: str) -> tuple[str, ...]:
+  """The batch keys model `name` reads: audio, video or both."""
+  return {"video3d": ("video",), "hybrid": ("audio", "video")}.get(name, ("audio",))
+
+
 def batch_spec(model_config: ml_collections.ConfigDict,
                batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of a model input batch (for initialisation and jax.eval_shape)."""
