@@ -169,6 +169,11 @@ def clip_metrics(rows: list[dict], probs: np.ndarray) -> dict:
   return metrics_lib.classification_metrics(cm, LABELS)
 
 
+def _head_summary(metrics: dict) -> dict:
+  keys = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "confusion_matrix")
+  return {k: metrics[k] for k in keys}
+
+
 def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   """Load m'; R <- RecognizeEmotions(T2, m'); P <- Evaluate(R); display R and P; write outputs."""
   model = get_model(config.model)
@@ -177,7 +182,8 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
   state = loop.restore_for_inference(model, mesh, workdir, batch_shapes,
                                      prefer_best=config.eval.checkpoint == "best")
-  probs = loop.predict(model, state, source, mesh, config.eval.batch_size)
+  heads = loop.predict_heads(model, state, source, mesh, config.eval.batch_size)
+  probs = heads.pop("probs")
   ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
   meta = {r["utt"]: r for r in parts.test}
   rows = [{"id": i, "speaker": meta[i]["speaker"], "true": meta[i]["label"],
@@ -186,6 +192,11 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   result = clip_metrics(parts.test, probs)
   result.update(protocol=config.split.protocol, model=config.model.name, leaky=parts.leaky,
                 num_test_segments=len(parts.test))
+  if heads and config.train.aux_weight > 0:
+    # Each stream's own output layer (trained when aux_weight > 0): what audio and video give
+    # alone inside this model.
+    result["heads"] = {key.removesuffix("_probs"): _head_summary(clip_metrics(parts.test, p))
+                       for key, p in heads.items()}
   if jax.process_index() == 0:
     print(report.format_results(rows))
     print(report.format_statistics(result))

@@ -236,7 +236,7 @@ def load_classifier(config, workdir: Path) -> Callable[[dict], np.ndarray]:
               for k, x in batch.items()}   # one shape, one compilation
     padded["label"] = np.zeros(CHUNK_SEGMENTS, np.int32)
     padded["weight"] = (np.arange(CHUNK_SEGMENTS) < n).astype(np.float32)
-    return np.asarray(step(state, mesh_lib.to_global(padded, mesh)))[:n]
+    return np.asarray(step(state, mesh_lib.to_global(padded, mesh))["probs"])[:n]
   return classify
 
 

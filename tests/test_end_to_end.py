@@ -51,6 +51,12 @@ def test_all_outputs_follow_the_contract(run):
   cm = results["confusion_matrix"]
   assert sum(map(sum, cm)) == results["num_test"] > 0
   assert abs(results["accuracy"] - sum(cm[i][i] for i in range(4)) / results["num_test"]) < 1e-9
+  # The hybrid's streams, each through its own output layer, on the same test clips.
+  assert set(results["heads"]) == {"audio", "video"}
+  for head in results["heads"].values():
+    assert sum(map(sum, head["confusion_matrix"])) == results["num_test"]
+    assert 0 <= head["unweighted_accuracy"] <= 1
+  assert "## Each stream's own output layer" in (workdir / "report.md").read_text()
   with open(workdir / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == results["num_test"]

@@ -165,3 +165,23 @@ def test_table2_extra_model_and_paper_values(tmp_path):
   assert back[1]["accuracy_80-20"] == "0.9124" and back[1]["ua_80-20"] == ""
   assert back[4]["accuracy_speaker"] == "0.4000" and back[4]["ua_speaker"] == "0.3000"
   assert back[0]["accuracy_speaker"] == ""
+
+
+def test_report_and_statistics_show_each_streams_own_layer(tmp_path):
+  m = metrics.classification_metrics(CM)
+  # Audio layer: 2 of 4 classes always right; video layer: everything called happy.
+  audio = metrics.classification_metrics([[2, 0, 0, 0], [0, 3, 0, 0], [4, 0, 0, 0], [0, 0, 0, 1]])
+  video = metrics.classification_metrics([[2, 0, 0, 0], [3, 0, 0, 0], [4, 0, 0, 0], [1, 0, 0, 0]])
+  heads = {name: {k: h[k] for k in ("accuracy", "unweighted_accuracy", "macro_f1",
+                                    "weighted_f1")} for name, h in (("audio", audio),
+                                                                    ("video", video))}
+  path = tmp_path / "report.md"
+  report.write_report_md(path, {**m, "heads": heads}, title="Hybrid")
+  text = path.read_text()
+  assert "## Each stream's own output layer" in text
+  assert "| model output | 0.6000 | 0.5000 |" in text
+  assert "| audio | 0.6000 | 0.7500 |" in text    # 6 of 10 right; recalls 1, 1, 0, 1
+  assert "| video | 0.2000 | 0.2500 |" in text    # 2 of 10; recalls 1, 0, 0, 0
+  statistics = report.format_statistics({**m, "heads": heads})
+  assert statistics.endswith("Each stream's own output layer: audio UA 0.7500; video UA 0.2500")
+  assert "own output layer" not in report.format_statistics(m)

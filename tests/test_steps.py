@@ -199,6 +199,12 @@ def test_eval_step(host_state, host_batch):
   out = jax.device_get(compiled(state, batch))
   assert out["logits"].shape == out["probs"].shape == (BATCH, 4)
   np.testing.assert_allclose(out["probs"], jax.nn.softmax(out["logits"]), rtol=1e-6)
+  # The hybrid's per-stream output layers come out too, as probabilities.
+  heads = MODEL.apply({"params": host_state.params, "batch_stats": host_state.batch_stats},
+                      host_batch, train=False)
+  for stream in ("audio", "video"):
+    np.testing.assert_allclose(out[f"{stream}_probs"],
+                               jax.nn.softmax(heads[f"{stream}_logits"]), rtol=1e-5, atol=1e-6)
   # Inference uses the running statistics: a row's output does not depend on the other rows.
   changed = dict(host_batch, video=host_batch["video"].copy())
   changed["video"][0] = 0

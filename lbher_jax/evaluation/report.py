@@ -105,6 +105,9 @@ def format_statistics(metrics: Mapping[str, Any]) -> str:
   summary = _summary(metrics)
   width = max(len(name) for name, _ in summary)
   lines += [f"{name.ljust(width)}  {value}" for name, value in summary]
+  if metrics.get("heads"):
+    lines += ["", "Each stream's own output layer: " + "; ".join(
+        f"{name} UA {m['unweighted_accuracy']:.4f}" for name, m in metrics["heads"].items())]
   return "\n".join(lines)
 
 
@@ -181,6 +184,17 @@ def write_report_md(path: str | Path, metrics: Mapping[str, Any], *, title: str,
               "figures overstate what the model does on unseen clips.", ""]
   if "confusion_matrix" in metrics:
     lines += ["## Test set", "", *_metrics_md(metrics)]
+  if metrics.get("heads"):
+    lines += ["## Each stream's own output layer", "",
+              "The model's output beside the output layers of its audio and video streams "
+              "(trained by the per-stream losses): what each modality gives alone inside this "
+              "model, on the same test clips.", ""]
+    lines += _md_table(["output layer", "accuracy", "unweighted accuracy", "macro F1",
+                        "weighted F1"],
+                       [[name, *(f"{m[k]:.4f}" for k in ("accuracy", "unweighted_accuracy",
+                                                          "macro_f1", "weighted_f1"))]
+                        for name, m in (("model output", metrics), *metrics["heads"].items())])
+    lines.append("")
   if "aggregate" in metrics:
     lines += [f"## Over {len(folds) or 'the'} folds", "",
               "Mean ± sample standard deviation (ddof = 1) over folds.", ""]

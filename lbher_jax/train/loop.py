@@ -68,23 +68,34 @@ def _drop_records_after(path: Path, phase: str, step: int) -> None:
   files.atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
-            eval_step: Callable | None = None) -> np.ndarray:
-  """Class probabilities [len(source), 4] for every example of `source`, in order."""
+def predict_heads(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
+                  eval_step: Callable | None = None) -> dict[str, np.ndarray]:
+  """Class probabilities [len(source), 4] of every example of `source`, in order, from each
+  output layer: "probs" (the model's output) and, for a two-stream model, "audio_probs" and
+  "video_probs" (each stream's own layer)."""
   eval_step = eval_step or compile_eval_step(model, mesh)
-  out = []
+  out: dict[str, list[np.ndarray]] = {}
   for batch in loader_lib.eval_batches(source, global_batch=batch_size,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count()):
-    probs = eval_step(state, mesh_lib.to_global(batch, mesh))
-    out.append(np.asarray(probs))
-  probs = np.concatenate(out) if out else np.zeros((0, 4), np.float32)
-  return probs[:len(source)]
+    for key, probs in eval_step(state, mesh_lib.to_global(batch, mesh)).items():
+      out.setdefault(key, []).append(np.asarray(probs))
+  if not out:
+    return {"probs": np.zeros((0, 4), np.float32)}
+  return {key: np.concatenate(parts)[:len(source)] for key, parts in out.items()}
+
+
+def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
+            eval_step: Callable | None = None) -> np.ndarray:
+  """Class probabilities [len(source), 4] of the model's output for every example, in order."""
+  return predict_heads(model, state, source, mesh, batch_size, eval_step)["probs"]
 
 
 def compile_eval_step(model, mesh) -> Callable:
+  """jitted (state, batch) -> {"probs", ...}: the probabilities of every output layer."""
   fn = steps_lib.make_eval_step(model)
-  return jax.jit(lambda state, batch: fn(state, batch)["probs"],
+  return jax.jit(lambda state, batch: {k: v for k, v in fn(state, batch).items()
+                                       if k.endswith("probs")},
                  in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
 

@@ -93,12 +93,14 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
 
 
 def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-  """Returns eval(state, batch) -> {"logits", "probs"} (inference mode: running BatchNorm
-  statistics, no dropout)."""
+  """Returns eval(state, batch) -> {"logits", "probs"}, plus "audio_probs" / "video_probs" for a
+  model with per-stream output layers (inference mode: running BatchNorm statistics, no dropout)."""
 
   def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-    logits = model.apply(_variables(state, state.params), batch, train=False)["logits"]
-    return {"logits": logits, "probs": jax.nn.softmax(logits)}
+    out = model.apply(_variables(state, state.params), batch, train=False)
+    heads = {k.removesuffix("logits") + "probs": jax.nn.softmax(v)
+             for k, v in out.items() if k.endswith("logits")}
+    return {"logits": out["logits"], **heads}
 
   return eval_step
 
