@@ -27,8 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.audio = ml_collections.ConfigDict(dict(
       sample_rate=44100, segment_seconds=3.0, mode="segments", min_last_segment=1.0,
       bandpass_low=1.0, bandpass_high=30000.0, pad="noise", pad_snr=1.0, denoise=True,
-      n_fft=2048, hop_length=512, db_limit=60.0, top_crop=0.6, frequency_scale="linear",
-      height=200, width=300))
+      n_fft=2048, hop_length=512, db_limit=60.0, top_crop=0.6, height=200, width=300))
   # Paper §3.4; fields are those of features.video.VideoParams.
   c.video = ml_collections.ConfigDict(dict(
       frames_per_segment=20, height=60, width=100, face_detector="haar"))
@@ -36,8 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (§3.3). Face-frame jitter (frames_*, e.g. True / 0.1 / 0.2) is ours and off: the paper augments
   # audio only, and on the real clips the jitter made the video stream worse (BUILD_NOTES.md).
   c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, crop_top=10, max_rotate_deg=10.0, spec_freq_mask=0, spec_time_mask=0,
-      frames_flip=False, frames_shift=0.0, frames_brightness=0.0))
+      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0,
+      frames_brightness=0.0))
 
   c.split = ml_collections.ConfigDict()
   c.split.protocol = "speaker"     # speaker (speaker-independent folds) | random (paper)

@@ -178,39 +178,3 @@ def test_params_are_validated():
     audio.AudioParams(mode="halves")
   with pytest.raises(ValueError, match="pad"):
     audio.AudioParams(pad="reflect")
-
-
-def test_mel_weights_are_normalised_triangles():
-  weights = audio.mel_weights(16000, 512, 64, 8000.0)
-  assert weights.shape == (64, 257)
-  np.testing.assert_allclose(weights.sum(axis=1), 1.0)
-  peaks = weights.argmax(axis=1)
-  assert np.all(np.diff(peaks) >= 0) and peaks[-1] > peaks[0]
-  with pytest.raises(ValueError, match="hold no frequency bin"):
-    audio.mel_weights(16000, 64, 64, 8000.0)
-
-
-def test_mel_keeps_the_db_scale_and_resolves_low_frequencies():
-  base = audio.AudioParams(sample_rate=SR, n_fft=512, hop_length=160, height=64, width=30,
-                           top_crop=0.0, denoise=False, pad="zeros")
-  mel = dataclasses.replace(base, frequency_scale="mel")
-  silence = audio.spectrogram_segments(np.zeros(3 * SR, np.float32), mel, np.random.default_rng(0))
-  np.testing.assert_array_equal(silence, -1.0)
-  # A 0.1 sine at 1 kHz = bin 32: Hann puts (0.1 * 512 / 4)^2 in bin 32 and a quarter of it in
-  # bins 31 and 33; the brightest band reads the weighted mean of those powers, in dB / 60.
-  power = np.zeros(257)
-  power[31:34] = np.array([0.25, 1.0, 0.25]) * (0.1 * 512 / 4) ** 2
-  expected_db = 10 * np.log10((audio.mel_weights(SR, 512, 64, 8000.0) @ power).max())
-  spec = audio.spectrogram_segments(tone(1000, 3.0, 0.1), mel, np.random.default_rng(0))[0]
-  np.testing.assert_allclose(spec.max() * 60, expected_db, atol=0.05)
-  # 200 and 300 Hz: one linear row apart (125 Hz per row), at least two mel bands apart.
-  rows = {}
-  for params in (base, mel):
-    rows[params.frequency_scale] = [
-        int(np.argmax(audio.spectrogram_segments(tone(f, 3.0, 0.1), params,
-                                                 np.random.default_rng(0))[0].mean(axis=1)))
-        for f in (200, 300)]
-  assert rows["linear"][1] - rows["linear"][0] <= 1
-  assert rows["mel"][1] - rows["mel"][0] >= 2
-  with pytest.raises(ValueError, match="frequency_scale"):
-    audio.AudioParams(frequency_scale="bark")

@@ -4,7 +4,6 @@ A rerun must finish the job without redoing finished shards (their files keep in
 and must redo, never trust, a shard that fails its checksum or cannot be read.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -222,20 +221,3 @@ def test_damaged_shard_is_detected_and_redone(finished, tmp_path, kind, caplog):
   assert index["rows"] == 6 and index["rejected"] == 0
   if named:
     assert f"{named}:" in caplog.text and "redoing that shard" in caplog.text
-
-
-def test_shards_from_before_a_new_setting_match_its_default_and_only_its_default(clips, tmp_path):
-  one = utterances(clips)[:1]
-  out = tmp_path / "shards"
-  preprocess_lib.preprocess(one, out, SETTINGS, corpus={"name": "faults"}, workers=1)
-  path = out / preprocess_lib.FINGERPRINT
-  older = json.loads(path.read_text())
-  del older["settings"]["audio"]["frequency_scale"]  # as written before the option existed
-  path.write_text(json.dumps(older))
-  before = stamps(out)
-  preprocess_lib.preprocess(one, out, SETTINGS, corpus={"name": "faults"}, workers=1)
-  assert stamps(out) == before and before
-  mel = dataclasses.replace(SETTINGS, audio=dataclasses.replace(SETTINGS.audio,
-                                                                frequency_scale="mel"))
-  with pytest.raises(preprocess_lib.PreprocessError, match="other settings"):
-    preprocess_lib.preprocess(one, out, mel, corpus={"name": "faults"}, workers=1)

@@ -127,20 +127,10 @@ def plan(utterances: list[Utterance], per_shard: int) -> list[list[Utterance]]:
   return [ordered[i:i + per_shard] for i in range(0, len(ordered), per_shard)]
 
 
-def _with_defaults(fingerprint: dict) -> dict:
-  """The fingerprint with settings added since it was written filled in at their defaults, so
-  that shards made before a new option existed still match a config that leaves it at default."""
-  settings = fingerprint.get("settings", {})
-  filled = {part: {**dataclasses.asdict(cls()), **settings[part]}
-            for part, cls in (("audio", audio_features.AudioParams),
-                              ("video", video_features.VideoParams)) if part in settings}
-  return {**fingerprint, "settings": {**settings, **filled}}
-
-
 def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
   path = out_dir / FINGERPRINT
   if path.exists():
-    existing = _with_defaults(json.loads(path.read_text()))
+    existing = json.loads(path.read_text())
     if existing != fingerprint:
       raise PreprocessError(
           f"{out_dir} holds shards made with other settings or another corpus; use a new "

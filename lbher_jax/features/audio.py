@@ -5,10 +5,6 @@ utterance) -> pad short segments to 3 s with white noise at SNR 1 (or zeros) -> 
 (paper Figs. 9-11) -> power spectrogram in dB on one fixed absolute scale (+-60 dB, never normalised
 per clip) -> drop the top 60 % of the frequency axis -> resize to 200 x 300, values in [-1, 1].
 
-`frequency_scale="mel"` (ours, not the paper's) replaces the linear frequency axis by `height` mel
-bands over the kept range: each band is a weighted mean of the bins' power, so the dB scale stays
-the same, and the low frequencies, where pitch lives, get far more rows than a linear resize gives.
-
 The dB scale is absolute: 10 log10 |X|^2 of librosa's (unnormalised, Hann) STFT, so a sine of
 amplitude A at a bin centre reads 20 log10(A n_fft / 4) dB, and silence reads -db_limit.
 """
@@ -17,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 
 import librosa
 import numpy as np
@@ -48,7 +43,6 @@ class AudioParams:
   hop_length: int = 512
   db_limit: float = 60.0  # fixed dB scale for the whole corpus: clip to [-db_limit, +db_limit]
   top_crop: float = 0.6  # fraction of the frequency axis dropped from the top
-  frequency_scale: str = "linear"  # or "mel": height mel bands instead of a linear resize
   height: int = 200
   width: int = 300
 
@@ -57,9 +51,6 @@ class AudioParams:
       raise ValueError(f"audio mode must be 'segments' or 'full', got {self.mode!r}")
     if self.pad not in ("noise", "zeros"):
       raise ValueError(f"audio pad must be 'noise' or 'zeros', got {self.pad!r}")
-    if self.frequency_scale not in ("linear", "mel"):
-      raise ValueError("audio frequency_scale must be 'linear' or 'mel', "
-                       f"got {self.frequency_scale!r}")
     if not 0.0 <= self.top_crop < 1.0:
       raise ValueError(f"top_crop must be in [0, 1), got {self.top_crop}")
     if self.pad_snr <= 0 or self.db_limit <= 0 or self.segment_seconds <= 0:
@@ -248,22 +239,6 @@ def _area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
   return index, np.take_along_axis(weights, index, axis=1)
 
 
-@functools.lru_cache(maxsize=16)
-def mel_weights(sample_rate: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-  """[n_mels, 1 + n_fft // 2] triangular mel filters (Slaney scale, 0 Hz .. fmax), rows summing
-  to 1: a band's power is the weighted mean of its bins' power, so it reads on the bins' dB scale.
-  """
-  with warnings.catch_warnings():  # empty bands: the error below says what to do
-    warnings.simplefilter("ignore", UserWarning)
-    weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0,
-                                  fmax=fmax, norm=None).astype(np.float64)
-  sums = weights.sum(axis=1, keepdims=True)
-  if np.any(sums == 0):
-    raise ValueError(f"{n_mels} mel bands up to {fmax:.0f} Hz are too narrow for n_fft={n_fft} at "
-                     f"{sample_rate} Hz: some bands hold no frequency bin; use fewer rows")
-  return weights / sums
-
-
 def resize(spec: np.ndarray, height: int, width: int) -> np.ndarray:
   """Area resampling of a [F, T] array to [height, width] (no aliasing when shrinking).
 
@@ -283,15 +258,8 @@ def spectrogram(wave: np.ndarray, params: AudioParams,
   """
   if params.denoise:
     wave = spectral_gate(wave, params.n_fft, params.hop_length, noise)
-  spec = stft(wave, params.n_fft, params.hop_length)
-  if params.frequency_scale == "mel":
-    fmax = params.sample_rate / 2 * (1.0 - params.top_crop)
-    weights = mel_weights(params.sample_rate, params.n_fft, params.height, fmax)
-    power = np.einsum("mf,ft->mt", weights, _power(spec))  # no BLAS: see _area_taps
-    db = np.minimum(_db(power, -params.db_limit), params.db_limit)
-  else:
-    db = power_db(crop_top(spec, params.top_crop), params.db_limit)
-  return resize(db / params.db_limit, params.height, params.width)
+  spec = crop_top(stft(wave, params.n_fft, params.hop_length), params.top_crop)
+  return resize(power_db(spec, params.db_limit) / params.db_limit, params.height, params.width)
 
 
 def spectrogram_segments(wave: np.ndarray, params: AudioParams,

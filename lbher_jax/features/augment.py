@@ -1,7 +1,7 @@
 """Training-time augmentation: paper §3.3 for spectrograms, plus light face-frame jitter.
 
 Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
-would play the utterance backwards), and optionally (ours) SpecAugment's frequency and time masks. Face frames (not in the paper, which augments audio only) can
+would play the utterance backwards). Face frames (not in the paper, which augments audio only) can
 get a mirror image, a small shift and a brightness change, the same for every frame of a segment so
 that its motion is kept.
 """
@@ -23,10 +23,6 @@ class AugmentParams:
   enabled: bool = True
   crop_top: int = 10  # at most this many top rows (highest frequencies) are cropped
   max_rotate_deg: float = 10.0
-  # SpecAugment (Park et al. 2019), off by default: one band of up to this many rows (frequency)
-  # and one of up to this many columns (time) set to silence.
-  spec_freq_mask: int = 0
-  spec_time_mask: int = 0
   # Face-frame jitter, off by default: on the real clips it made the video stream worse (see
   # BUILD_NOTES.md, "Real-data accuracy").
   frames_flip: bool = False  # mirror a segment's faces with probability 1/2
@@ -40,10 +36,8 @@ def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
 
   Crops a uniform 0..crop_top rows off the top and stretches the rest back to F rows (a shift
   up in frequency), then rotates by a uniform angle in [-max_rotate_deg, max_rotate_deg] about
-  the centre; corners are filled with the spectrogram's minimum (silence). Then the optional masks:
-  a band of 0..spec_freq_mask rows and one of 0..spec_time_mask columns, at uniform positions, set
-  to that minimum. The amount of cropping is random so that unaugmented (test) spectrograms stay
-  inside the training distribution.
+  the centre; corners are filled with the spectrogram's minimum (silence). The amount of cropping
+  is random so that unaugmented (test) spectrograms stay inside the training distribution.
   Deterministic for a given rng state; identity when disabled.
   """
   if not params.enabled:
@@ -56,14 +50,6 @@ def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
   if angle != 0.0:
     out = scipy.ndimage.rotate(out, angle, reshape=False, order=1, mode="constant",
                                cval=float(out.min()))
-  for axis, max_size in ((0, params.spec_freq_mask), (1, params.spec_time_mask)):
-    if max_size > 0:  # no draws when off: earlier configs keep their random stream
-      size = int(rng.integers(0, min(max_size, out.shape[axis]) + 1))
-      start = int(rng.integers(0, out.shape[axis] - size + 1))
-      out = out.copy() if out is spec else out
-      index = [slice(None), slice(None)]
-      index[axis] = slice(start, start + size)
-      out[tuple(index)] = out.min()
   return out.astype(spec.dtype, copy=False)
 
 
