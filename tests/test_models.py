@@ -198,31 +198,3 @@ def test_max_pool_matches_flax(shape, window):
   tied = jnp.zeros((1, 2, 2, 1))
   shared = jax.grad(lambda v: ops.max_pool(v, (2, 2)).sum())(tied)
   assert float(shared.sum()) == pytest.approx(1.0) and float(shared.max()) < 1.0
-
-
-def test_modality_dropout_hides_exactly_one_stream_from_the_joint_layer():
-  config = models.default_model_config("hybrid", "tiny")
-  config.update(dict(norm="none", dropout=0.0, modality_dropout=0.5))
-  model, _, shapes = _init_shapes(config)
-  variables = {"params": _numpy_variables({"params": shapes["params"], "batch_stats": {}})["params"]}
-  batch = _random_batch(config)
-  new_audio = dict(batch, audio=-batch["audio"])
-  new_video = dict(batch, video=255 - batch["video"])
-  rngs = {"dropout": jax.random.key(3)}
-  apply = jax.jit(lambda b, train: model.apply(variables, b, train=train, rngs=rngs),
-                  static_argnums=1)
-  out, out_a, out_v = (apply(b, True) for b in (batch, new_audio, new_video))
-  sees_audio = ~np.isclose(out["logits"], out_a["logits"]).all(axis=1)
-  sees_video = ~np.isclose(out["logits"], out_v["logits"]).all(axis=1)
-  # p = 0.5: every example's joint layer sees exactly one stream; the draw differs by example.
-  np.testing.assert_array_equal(sees_audio, ~sees_video)
-  assert 0 < sees_audio.sum() < len(sees_audio)
-  # Each stream's own layer and the embeddings are untouched, and inference sees both streams.
-  assert not np.isclose(out["audio_logits"], out_a["audio_logits"]).all(axis=1).any()
-  assert not np.isclose(out["video_embedding"], out_v["video_embedding"]).all(axis=1).any()
-  for changed in (new_audio, new_video):
-    assert not np.isclose(apply(batch, False)["logits"],
-                          apply(changed, False)["logits"]).all(axis=1).any()
-  config.modality_dropout = 0.6
-  with pytest.raises(ValueError, match="modality_dropout"):
-    models.get_model(config).apply(variables, batch, train=True, rngs=rngs)

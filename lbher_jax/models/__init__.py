@@ -58,8 +58,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     video_hidden: width of the video stream's first fully connected layer.
     embed_dim: width of each stream's last hidden layer (the embeddings of the contrastive loss).
     dropout: rate before every fully connected layer.
-    modality_dropout: hybrid only: fraction of training examples whose audio (and another
-      fraction whose video) embedding is zeroed at the input of the joint output layer.
     norm: "batch" (BatchNorm after every conv) or "none".
     dtype: compute dtype, "float32" or "bfloat16"; parameters always stay float32.
   """
@@ -73,7 +71,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.rnn_cell = "simple"
   config.norm = "batch"
   config.dtype = "float32"
-  config.modality_dropout = 0.0
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -99,8 +96,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
     return hybrid.HybridModel(
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
-      video_hidden=c.video_hidden, embed_dim=c.embed_dim,
-      modality_dropout=c.get("modality_dropout", 0.0), **common)
+      video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 

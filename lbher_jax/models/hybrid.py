@@ -5,9 +5,6 @@ hidden layers (both embed_dim wide, so the contrastive distance between them is 
 concatenated and feed one output layer. Each stream also has its own output layer
 ("audio_logits", "video_logits"): fine-tuning can add their cross-entropy (per-modality losses,
 as in MBT) so that neither stream is left unlearned when the other fits the training speakers.
-With `modality_dropout` p (ModDrop, Neverova et al. 2015), training zeroes the audio half of the
-joint layer's input for a fraction p of the examples and the video half for another p, never both,
-so the joint layer cannot lean on one stream alone.
 """
 
 from typing import Any
@@ -32,7 +29,6 @@ class HybridModel(nn.Module):
   num_classes: int
   dropout: float
   norm: str
-  modality_dropout: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -44,15 +40,8 @@ class HybridModel(nn.Module):
     video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
                         self.dropout, self.norm, self.dtype, name="video")(
       batch["video"], train=train, mask=mask)
-    joint_audio, joint_video = audio, video
-    if train and self.modality_dropout > 0:
-      if not 0 < self.modality_dropout <= 0.5:
-        raise ValueError(f"modality_dropout must be in [0, 0.5], got {self.modality_dropout}")
-      u = jax.random.uniform(self.make_rng("dropout"), (audio.shape[0], 1))
-      joint_audio = jnp.where(u < self.modality_dropout, 0, audio)       # drop audio: u < p
-      joint_video = jnp.where(u >= 1 - self.modality_dropout, 0, video)  # drop video: u >= 1 - p
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
-      jnp.concatenate([joint_audio, joint_video], axis=-1), train=train)
+      jnp.concatenate([audio, video], axis=-1), train=train)
     audio_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="audio_output")(
       audio, train=train)
     video_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="video_output")(
