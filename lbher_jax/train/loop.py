@@ -73,7 +73,7 @@ def predict_heads(model, state, source: loader_lib.SegmentSource, mesh, batch_si
   """Class probabilities [len(source), 4] of every example of `source`, in order, from each
   output layer: "probs" (the model's output) and, for a two-stream model, "audio_probs" and
   "video_probs" (each stream's own layer)."""
-  eval_step = eval_step or compile_eval_step(model, mesh)
+  eval_step = eval_step or compile_eval_step(model, mesh, heads=True)
   out: dict[str, list[np.ndarray]] = {}
   for batch in loader_lib.eval_batches(source, global_batch=batch_size,
                                        process_index=jax.process_index(),
@@ -88,14 +88,17 @@ def predict_heads(model, state, source: loader_lib.SegmentSource, mesh, batch_si
 def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
             eval_step: Callable | None = None) -> np.ndarray:
   """Class probabilities [len(source), 4] of the model's output for every example, in order."""
+  eval_step = eval_step or compile_eval_step(model, mesh)
   return predict_heads(model, state, source, mesh, batch_size, eval_step)["probs"]
 
 
-def compile_eval_step(model, mesh) -> Callable:
-  """jitted (state, batch) -> {"probs", ...}: the probabilities of every output layer."""
+def compile_eval_step(model, mesh, heads: bool = False) -> Callable:
+  """jitted (state, batch) -> {"probs"}: the model's class probabilities; with `heads` also
+  "audio_probs" / "video_probs" of a two-stream model's per-stream layers (left out otherwise,
+  so XLA drops those layers from the program)."""
   fn = steps_lib.make_eval_step(model)
-  return jax.jit(lambda state, batch: {k: v for k, v in fn(state, batch).items()
-                                       if k.endswith("probs")},
+  keep = lambda key: key == "probs" or (heads and key.endswith("_probs"))
+  return jax.jit(lambda state, batch: {k: v for k, v in fn(state, batch).items() if keep(k)},
                  in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
                  out_shardings=mesh_lib.replicated(mesh))
 
