@@ -167,6 +167,30 @@ def test_padding_rows_do_not_touch_real_rows():
   assert not np.allclose(out["logits"][3], out_other["logits"][3])
 
 
+@pytest.mark.parametrize("name", ["video3d", "hybrid"])
+def test_mirror_faces_at_test(name):
+  """At inference the faces and their mirror images are averaged: the output is the mean of the
+  plain model's logits on both, so mirrored faces give the same output; training is unchanged."""
+  config = models.default_model_config(name, "tiny")
+  model = models.get_model(config)
+  batch = _random_batch(config)
+  variables = model.init(jax.random.key(0), batch, train=False)
+  mirrored = {**batch, "video": batch["video"][:, :, :, ::-1]}
+  config.mirror_faces_at_test = True
+  model_mirror = models.get_model(config)
+  infer = lambda m, b: jax.jit(lambda v, x: m.apply(v, x, train=False))(variables, b)
+  out, out_mirrored = infer(model_mirror, batch), infer(model_mirror, mirrored)
+  plain, plain_mirrored = infer(model, batch), infer(model, mirrored)
+  np.testing.assert_allclose(out["logits"], (plain["logits"] + plain_mirrored["logits"]) / 2,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out["logits"], out_mirrored["logits"])
+  assert not np.allclose(plain["logits"], plain_mirrored["logits"])
+  train = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"],
+                                                 rngs={"dropout": jax.random.key(0)}))(
+    variables, batch)
+  jax.tree.map(np.testing.assert_array_equal, train(model_mirror), train(model))
+
+
 def test_bfloat16_compute():
   """float32 parameters and outputs, values close to float32 compute."""
   config = models.default_model_config("hybrid", "tiny")

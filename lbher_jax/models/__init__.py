@@ -71,6 +71,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.rnn_cell = "simple"
   config.norm = "batch"
   config.dtype = "float32"
+  config.mirror_faces_at_test = False
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -91,12 +92,13 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   if c.name == "cnn_rnn":
     return audio.AudioModel(**audio_fields, rnn_cell="simple", **common)
   if c.name == "video3d":
-    return video.VideoModel(**video_fields, **common)
+    return video.VideoModel(**video_fields, **common, mirror_at_test=c.mirror_faces_at_test)
   if c.name == "hybrid":
     return hybrid.HybridModel(
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
-      video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common)
+      video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
+      mirror_at_test=c.mirror_faces_at_test)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 

@@ -30,6 +30,7 @@ class HybridModel(nn.Module):
   dropout: float
   norm: str
   dtype: Any = jnp.float32
+  mirror_at_test: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
@@ -38,7 +39,8 @@ class HybridModel(nn.Module):
                         self.dropout, self.norm, self.dtype, name="audio")(
       batch["audio"], train=train, mask=mask)
     video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
-                        self.dropout, self.norm, self.dtype, name="video")(
+                        self.dropout, self.norm, self.dtype, self.mirror_at_test,
+                        name="video")(
       batch["video"], train=train, mask=mask)
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       jnp.concatenate([audio, video], axis=-1), train=train)

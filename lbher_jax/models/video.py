@@ -66,10 +66,16 @@ class VideoStream(nn.Module):
   dropout: float
   norm: str
   dtype: Any = jnp.float32
+  mirror_at_test: bool = False
 
   @nn.compact
   def __call__(self, frames: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
+    mirror = self.mirror_at_test and not train
+    if mirror:
+      # The faces and their mirror images in one pass; their embeddings are averaged below.
+      frames = jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0)
+      mask = None if mask is None else jnp.concatenate([mask, mask], axis=0)
     x = frames.astype(self.dtype) / 127.5 - 1.0
     for i, features in enumerate(self.convs):
       x = Conv3D(features, use_bias=self.norm == "none", dtype=self.dtype)(x)
@@ -80,6 +86,8 @@ class VideoStream(nn.Module):
     for features in (self.hidden, self.embed_dim):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(nn.Dense(features, dtype=self.dtype)(x))
+    if mirror:
+      x = (x[:len(x) // 2] + x[len(x) // 2:]) / 2
     return x
 
 
@@ -93,11 +101,13 @@ class VideoModel(nn.Module):
   dropout: float
   norm: str
   dtype: Any = jnp.float32
+  mirror_at_test: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     embedding = VideoStream(self.convs, self.pools, self.hidden, self.embed_dim, self.dropout,
-                            self.norm, self.dtype, name="video")(
+                            self.norm, self.dtype, self.mirror_at_test,
+                            name="video")(
       batch["video"], train=train, mask=padding_mask(batch))
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       embedding, train=train)
