@@ -147,3 +147,24 @@ def test_model_inputs_are_all_a_model_reads(name):
   batch = {k: jnp.zeros(specs[k].shape, specs[k].dtype) for k in input_keys(name)}
   out = jax.eval_shape(lambda: get_model(config).init(jax.random.key(0), batch, train=False))
   assert "params" in out
+
+
+def test_hybrid_with_mirror_averaging_exports_for_any_batch_size(tmp_path):
+  """The mirror-averaged video stream (batch doubled, then halved) exports with a symbolic batch
+  size and gives the in-process outputs at other sizes."""
+  config = default_model_config("hybrid", "tiny")
+  config.mirror_faces_at_test = True
+  model = get_model(config)
+
+  def batch(n, seed):
+    rng, specs = np.random.default_rng(seed), batch_spec(config, n)
+    return {"audio": rng.uniform(-1, 1, specs["audio"].shape).astype(np.float32),
+            "video": rng.integers(0, 256, specs["video"].shape, dtype=np.uint8)}
+
+  variables = model.init(jax.random.key(0), batch(2, 0), train=False)
+  apply = lambda v, b: jax.nn.softmax(model.apply(v, b, train=False)["logits"])
+  path = export.export_model(apply, variables, batch(3, 1), tmp_path / "model", labels=LABELS,
+                             preprocessing=PREPROCESSING)
+  predict, _ = export.load_exported(path)
+  for n in (1, 4):
+    np.testing.assert_allclose(predict(batch(n, n)), apply(variables, batch(n, n)), atol=1e-6)

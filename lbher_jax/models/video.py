@@ -72,6 +72,7 @@ class VideoStream(nn.Module):
   def __call__(self, frames: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
     mirror = self.mirror_at_test and not train
+    n = frames.shape[0]
     if mirror:
       # The faces and their mirror images in one pass; their embeddings are averaged below.
       frames = jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0)
@@ -87,7 +88,7 @@ class VideoStream(nn.Module):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(nn.Dense(features, dtype=self.dtype)(x))
     if mirror:
-      x = (x[:len(x) // 2] + x[len(x) // 2:]) / 2
+      x = (x[:n] + x[n:]) / 2
     return x
 
 
