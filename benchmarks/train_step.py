@@ -13,8 +13,9 @@ For each model scale (paper: 200x300 spectrograms, 20 faces of 60x100; small: th
     no GPU); the compiled CPU program's own count is reported beside it;
   * the machine's float32 matmul rate, measured in every round (2048^3 jnp matmul), and
     MFU = model FLOP/s achieved / that rate.
-Rounds interleave matmul, JAX steps and PyTorch step, so that load from other processes hits
-them alike; figures are medians over rounds, and the load average is recorded.
+JAX and PyTorch run in separate processes; rounds interleave matmul, JAX steps and PyTorch step,
+so that load from other processes hits them alike; figures are medians over rounds, and the load
+average is recorded.
 
   python benchmarks/train_step.py [--scales paper,small] [--batch N] [--rounds 3] [--no-torch]
                                   [--json PATH]
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -136,46 +138,86 @@ def torch_step(model_config, batch: dict[str, np.ndarray]):
   return partial(step, tensors)
 
 
-def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> dict:
-  """All figures of one model scale."""
+def _worker(conn, kind: str, scale: str, batch_size: int) -> None:
+  """One framework in a process of its own: builds and warms its runners, sends what it knows
+  about them, then times one runner per request (the runner's name) until it receives None."""
   config = models.default_model_config("hybrid", scale)
-  model = models.get_model(config)
   batch = random_batch(config, batch_size)
-  matmul, matmul_flops = matmul_rate()
-  runners = {"jax_finetune": JaxStep(model, config, "finetune", batch),
-             "jax_pretrain": JaxStep(model, config, "pretrain", batch)}
-  reference = torch_step(config, batch) if with_torch else None
-  if reference is not None:
-    runners["torch_finetune"] = reference
+  info = {}
+  if kind == "jax":
+    model = models.get_model(config)
+    matmul, info["matmul_flops"] = matmul_rate()
+    runners = {"matmul": matmul,
+               "jax_finetune": JaxStep(model, config, "finetune", batch),
+               "jax_pretrain": JaxStep(model, config, "pretrain", batch)}
+    for name in ("jax_finetune", "jax_pretrain"):
+      info[name] = {"flops": runners[name].flops, "compiled_flops": runners[name].compiled_flops,
+                    "compile_s": runners[name].compile_s}
+  else:
+    reference = torch_step(config, batch)
+    runners = {} if reference is None else {"torch_finetune": reference}
   for run in runners.values():  # warm-up: first executions allocate, fault pages in
     run()
-  walls = {name: [] for name in [*runners, "matmul"]}
-  cpus = {name: [] for name in runners}
-  losses = {name: [] for name in runners}
-  for _ in range(rounds):
-    walls["matmul"].append(timed(matmul)[0])
-    for name, run in runners.items():
-      wall, cpu, loss = timed(run)
-      walls[name].append(wall)
-      cpus[name].append(cpu)
-      losses[name].append(loss)
-  peak = matmul_flops / float(np.median(walls["matmul"]))
-  flops = runners["jax_finetune"].flops
+  info["runners"] = list(runners)
+  conn.send(info)
+  while (name := conn.recv()) is not None:
+    wall, cpu, loss = timed(runners[name])
+    conn.send((wall, cpu, loss if isinstance(loss, float) else None))
+
+
+def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> dict:
+  """All figures of one model scale.
+
+  JAX and PyTorch each run in a process of their own, as a user runs them (in one process,
+  JAX's step was up to 40 % slower once PyTorch had run; BUILD_NOTES.md). The processes start
+  one after the other, so compilation and warm-up never overlap; then the parent asks for one
+  step at a time, alternating, so that load from elsewhere hits both alike.
+  """
+  config = models.default_model_config("hybrid", scale)
+  context = multiprocessing.get_context("spawn")
+  workers, infos = {}, {}
+  try:
+    for kind in ("jax", "torch") if with_torch else ("jax",):
+      conn, child = context.Pipe()
+      process = context.Process(target=_worker, args=(child, kind, scale, batch_size),
+                                daemon=True)
+      process.start()
+      workers[kind] = (process, conn)
+      infos[kind] = conn.recv()
+    owner = {name: kind for kind, info in infos.items() for name in info["runners"]}
+    walls, cpus, losses = ({name: [] for name in owner} for _ in range(3))
+    for _ in range(rounds):
+      for name, kind in owner.items():
+        workers[kind][1].send(name)
+        wall, cpu, loss = workers[kind][1].recv()
+        walls[name].append(wall)
+        cpus[name].append(cpu)
+        losses[name].append(loss)
+  finally:
+    for process, conn in workers.values():
+      if process.is_alive():
+        conn.send(None)
+      process.join(timeout=60)
+  info = infos["jax"]
+  matmul_walls = walls.pop("matmul")
+  peak = info["matmul_flops"] / float(np.median(matmul_walls))
+  flops = info["jax_finetune"]["flops"]
   result = {"batch": batch_size, "spectrogram": list(config.spectrogram),
-            "frames": list(config.frames),
+            "frames": list(config.frames), "processes": "one per framework",
             "model_gflop_per_example": round(flops / batch_size / 1e9, 3),
             "compiled_cpu_gflop_per_example": round(
-              runners["jax_finetune"].compiled_flops / batch_size / 1e9, 3),
+              info["jax_finetune"]["compiled_flops"] / batch_size / 1e9, 3),
             "pretrain_model_gflop_per_example": round(
-              runners["jax_pretrain"].flops / batch_size / 1e9, 3),
-            "compile_s": {name: round(runners[name].compile_s, 1)
+              info["jax_pretrain"]["flops"] / batch_size / 1e9, 3),
+            "compile_s": {name: round(info[name]["compile_s"], 1)
                           for name in ("jax_finetune", "jax_pretrain")},
             "matmul_peak_gflops": round(peak / 1e9, 1),
-            "matmul_gflops_rounds": [round(matmul_flops / w / 1e9, 1) for w in walls["matmul"]],
+            "matmul_gflops_rounds": [round(info["matmul_flops"] / w / 1e9, 1)
+                                     for w in matmul_walls],
             "runs": {}}
-  for name in runners:
+  for name in walls:
     wall, cpu = float(np.median(walls[name])), float(np.median(cpus[name]))
-    step_flops = runners["jax_pretrain"].flops if name == "jax_pretrain" else flops
+    step_flops = info["jax_pretrain"]["flops"] if name == "jax_pretrain" else flops
     result["runs"][name] = {
       "examples_per_s": round(batch_size / wall, 3), "step_s": round(wall, 3),
       "step_s_rounds": [round(w, 3) for w in walls[name]],
@@ -183,7 +225,7 @@ def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> d
       "achieved_gflops": round(step_flops / wall / 1e9, 2),
       "mfu": round(step_flops / wall / peak, 3),
       "loss_first_last": [round(losses[name][0], 4), round(losses[name][-1], 4)]}
-  if reference is not None:
+  if "torch_finetune" in result["runs"]:
     result["jax_over_torch"] = round(result["runs"]["jax_finetune"]["examples_per_s"]
                                      / result["runs"]["torch_finetune"]["examples_per_s"], 3)
   return result
@@ -194,7 +236,7 @@ def main() -> None:
   parser.add_argument("--scales", default="paper,small",
                       help=f"comma-separated model scales from {models.SCALES}")
   parser.add_argument("--batch", type=int, help=f"batch size (default per scale: {DEFAULT_BATCH})")
-  parser.add_argument("--rounds", type=int, default=3, help="timed steps of each runner")
+  parser.add_argument("--rounds", type=int, default=5, help="timed steps of each runner")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
   args = parser.parse_args()
