@@ -209,8 +209,11 @@ def _run(todo: list, workers: int, out_dir: Path) -> Iterable[dict]:
   # it fails the pending tasks instead of waiting for them forever.
   context = multiprocessing.get_context("spawn")
   with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-    pending = [pool.submit(_process_shard, task) for task in todo]
+    pending = []
     try:
+      # Inside the try: a worker killed while tasks are still being submitted breaks submit too.
+      for task in todo:
+        pending.append(pool.submit(_process_shard, task))
       for done in futures.as_completed(pending):
         yield done.result()
     except futures.BrokenExecutor as e:
