@@ -17,7 +17,7 @@ JAX and PyTorch run in separate processes; rounds interleave matmul, JAX steps a
 so that load from other processes hits them alike; figures are medians over rounds, and the load
 average is recorded.
 
-  python benchmarks/train_step.py [--scales paper,small] [--batch N] [--rounds 3] [--no-torch]
+  python benchmarks/train_step.py [--scales paper,small] [--batch N] [--rounds 5] [--no-torch]
                                   [--json PATH]
 """
 
@@ -168,8 +168,7 @@ def _worker(conn, kind: str, scale: str, batch_size: int) -> None:
 def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> dict:
   """All figures of one model scale.
 
-  JAX and PyTorch each run in a process of their own, as a user runs them (in one process,
-  JAX's step was up to 40 % slower once PyTorch had run; BUILD_NOTES.md). The processes start
+  JAX and PyTorch each run in a process of their own, as a user runs them. The processes start
   one after the other, so compilation and warm-up never overlap; then the parent asks for one
   step at a time, alternating, so that load from elsewhere hits both alike.
   """

@@ -60,6 +60,8 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     dropout: rate before every fully connected layer.
     norm: "batch" (BatchNorm after every conv) or "none".
     dtype: compute dtype, "float32" or "bfloat16"; parameters always stay float32.
+    mirror_faces_at_test: at inference, average the video stream's embeddings of the faces and
+      of their mirror images (for models trained with mirrored faces; training is unchanged).
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")

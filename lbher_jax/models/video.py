@@ -57,7 +57,8 @@ class VideoStream(nn.Module):
 
   Each conv is followed by norm and ReLU; the first len(pools) convs by a 3-D max-pool of that
   window. The last feature map is flattened (keeping where in the face and when a feature fired)
-  into the two dense layers.
+  into the two dense layers. With `mirror_at_test`, inference averages the embeddings of the
+  faces and of their mirror images.
   """
   convs: tuple[int, ...]
   pools: tuple[tuple[int, int, int], ...]
