@@ -191,6 +191,30 @@ def test_mirror_faces_at_test(name):
   jax.tree.map(np.testing.assert_array_equal, train(model_mirror), train(model))
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_joint_stops_the_joint_loss_at_the_streams(detach):
+  """With detach_joint the joint logits' loss trains the joint layer only; the streams get none of
+  it. The outputs are the same either way."""
+  config = models.default_model_config("hybrid", "tiny")
+  model = models.get_model(config)
+  batch = _random_batch(config)
+  variables = model.init(jax.random.key(0), batch, train=False)
+  config.detach_joint = detach
+  trained = models.get_model(config)
+
+  def joint_loss(params):
+    out = trained.apply({**variables, "params": params}, batch, train=False)
+    return jnp.sum(out["logits"] ** 2)
+
+  grads = jax.grad(joint_loss)(variables["params"])
+  norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)))
+  assert norm(grads["output"]) > 0
+  for stream in ("audio", "video"):
+    assert (norm(grads[stream]) == 0) == detach
+  np.testing.assert_array_equal(trained.apply(variables, batch, train=False)["logits"],
+                                model.apply(variables, batch, train=False)["logits"])
+
+
 def test_bfloat16_compute():
   """float32 parameters and outputs, values close to float32 compute."""
   config = models.default_model_config("hybrid", "tiny")
@@ -222,3 +246,13 @@ def test_max_pool_matches_flax(shape, window):
   tied = jnp.zeros((1, 2, 2, 1))
   shared = jax.grad(lambda v: ops.max_pool(v, (2, 2)).sum())(tied)
   assert float(shared.sum()) == pytest.approx(1.0) and float(shared.max()) < 1.0
+
+
+def test_detach_joint_without_stream_losses_is_refused():
+  """Detached, the streams would learn nothing without their own losses: refused before training."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
+  config = demo.get_config()
+  config.model.detach_joint, config.train.aux_weight = True, 0.0
+  with pytest.raises(ValueError, match="detach_joint needs train.aux_weight > 0"):
+    algorithm.train(config, None, None, None)

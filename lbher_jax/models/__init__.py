@@ -62,6 +62,8 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     dtype: compute dtype, "float32" or "bfloat16"; parameters always stay float32.
     mirror_faces_at_test: at inference, average the video stream's embeddings of the faces and
       of their mirror images (for models trained with mirrored faces; training is unchanged).
+    detach_joint: hybrid only: the joint output layer gets no gradient into the streams, which
+      then learn only from their own output layers (needs config.train.aux_weight > 0).
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
@@ -74,6 +76,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.norm = "batch"
   config.dtype = "float32"
   config.mirror_faces_at_test = False
+  config.detach_joint = False
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -100,7 +103,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
-      mirror_at_test=c.mirror_faces_at_test)
+      mirror_at_test=c.mirror_faces_at_test, detach_joint=c.detach_joint)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 

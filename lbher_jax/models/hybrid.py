@@ -5,6 +5,8 @@ hidden layers (both embed_dim wide, so the contrastive distance between them is 
 concatenated and feed one output layer. Each stream also has its own output layer
 ("audio_logits", "video_logits"): fine-tuning can add their cross-entropy (per-modality losses,
 as in MBT) so that neither stream is left unlearned when the other fits the training speakers.
+With `detach_joint` the joint layer reads the embeddings through stop_gradient: each stream then
+learns only from its own output layer, and the joint layer only learns to combine them.
 """
 
 from typing import Any
@@ -31,6 +33,7 @@ class HybridModel(nn.Module):
   norm: str
   dtype: Any = jnp.float32
   mirror_at_test: bool = False
+  detach_joint: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
@@ -42,8 +45,11 @@ class HybridModel(nn.Module):
                         self.dropout, self.norm, self.dtype, self.mirror_at_test,
                         name="video")(
       batch["video"], train=train, mask=mask)
+    joint = jnp.concatenate([audio, video], axis=-1)
+    if self.detach_joint:
+      joint = jax.lax.stop_gradient(joint)
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
-      jnp.concatenate([audio, video], axis=-1), train=train)
+      joint, train=train)
     audio_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="audio_output")(
       audio, train=train)
     video_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="video_output")(
