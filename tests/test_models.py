@@ -178,9 +178,10 @@ def test_mirror_faces_at_test(name):
   mirrored = {**batch, "video": batch["video"][:, :, :, ::-1]}
   config.mirror_faces_at_test = True
   model_mirror = models.get_model(config)
-  infer = lambda m, b: jax.jit(lambda v, x: m.apply(v, x, train=False))(variables, b)
-  out, out_mirrored = infer(model_mirror, batch), infer(model_mirror, mirrored)
-  plain, plain_mirrored = infer(model, batch), infer(model, mirrored)
+  infer = jax.jit(lambda x: model_mirror.apply(variables, x, train=False))
+  infer_plain = jax.jit(lambda x: model.apply(variables, x, train=False))
+  out, out_mirrored = infer(batch), infer(mirrored)
+  plain, plain_mirrored = infer_plain(batch), infer_plain(mirrored)
   np.testing.assert_allclose(out["logits"], (plain["logits"] + plain_mirrored["logits"]) / 2,
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(out["logits"], out_mirrored["logits"])
