@@ -7,10 +7,11 @@ Audio comes from AudioWAV/ when present, else from the .flv itself. Actor-disjoi
 
 import ml_collections
 
-from configs import default, small
+from configs import check_variant, default, small
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_variant("configs/cremad.py", arg, ("small",))
   c = default.get_config()
   c.data.name = "cremad"
   c.data.root = "/data/CREMA-D"     # holds VideoFlash/ (and AudioWAV/)

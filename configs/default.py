@@ -7,11 +7,13 @@ Base for every other config. Usage:
 
 import ml_collections
 
+from configs import check_variant
+
 from lbher_jax.models import default_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+  check_variant("configs/default.py", arg, ())
   c = ml_collections.ConfigDict()
   c.seed = 0
 

@@ -5,11 +5,12 @@
 
 import ml_collections
 
-from configs import default, small
+from configs import check_variant, default, small
 from lbher_jax.models import default_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_variant("configs/demo.py", arg, ("tiny",))
   c = default.get_config()
   c.data.name = "demo"
   # The demo generator's settings (used only while config.data.name is "demo").

@@ -10,10 +10,11 @@ and is labelled LEAKY in every report.
 
 import ml_collections
 
-from configs import default, small
+from configs import check_variant, default, small
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_variant("configs/iemocap.py", arg, ("small",))
   c = default.get_config()
   c.data.name = "iemocap"
   c.data.root = "/data/IEMOCAP_full_release"   # holds Session1 ... Session5

@@ -12,10 +12,11 @@ face mirroring and shifts and 1000 fine-tuning steps.
 
 import ml_collections
 
-from configs import default, small
+from configs import check_variant, default, small
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_variant("configs/ravdess.py", arg, ("small", "fer_av"))
   c = default.get_config()
   c.data.name = "ravdess"
   c.data.root = "/data/RAVDESS"     # the folder holding Actor_01 ... Actor_24
@@ -30,6 +31,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # memorising the 208 training faces; it then needs more steps to fit (BUILD_NOTES.md).
     c.augment.update(dict(frames_flip=True, frames_shift=0.06))
     c.train.steps = 1000
-  elif arg not in (None, "small"):
-    raise ValueError(f"unknown variant {arg!r} of configs/ravdess.py; known: small, fer_av")
   return c

@@ -14,14 +14,13 @@ DIR/table2.md, DIR/table2.csv and DIR/figures/table2.png (lbher_jax/table2.py).
 
 import ml_collections
 
-from configs import default, demo
+from configs import check_variant, default, demo
 from lbher_jax.datasets import demo as demo_corpus
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The sweep's base config (each run changes only the model and the split) plus `table2`."""
-  if arg not in (None, "small", "tiny"):
-    raise ValueError(f"configs/table2.py: unknown variant {arg!r}; expected small or tiny")
+  check_variant("configs/table2.py", arg, ("small", "tiny"))
   if arg is None:
     c = default.get_config()
   else:

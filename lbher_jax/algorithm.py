@@ -107,9 +107,6 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
 
 def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "finetune")):
   """m' <- TrainModel(T1): contrastive pre-training (two-stream models), then fine-tuning."""
-  if config.model.name == "hybrid" and config.model.detach_joint and config.train.aux_weight <= 0:
-    raise ValueError("model.detach_joint needs train.aux_weight > 0: the streams learn only from "
-                     "their own output layers")
   model = get_model(config.model)
   shards_dir = _shards_dir(workdir)
   source = loader_lib.source_from_records(shards_dir, parts.train)

@@ -7,5 +7,25 @@ from lbher_jax.media import MediaError
 from lbher_jax.train.checkpoint import CheckpointError
 from lbher_jax.train.loop import NonFiniteError
 
-USER_ERRORS = (CorpusError, MediaError, PreprocessError, ShardError, CheckpointError,
-               NonFiniteError)
+
+
+class ConfigError(ValueError):
+  """Config settings that contradict each other."""
+
+
+def check_config(config) -> None:
+  """Refuses contradictory settings before any work is done, naming the keys to change."""
+  m, a, v = config.model, config.audio, config.video
+  if tuple(m.spectrogram) != (a.height, a.width):
+    raise ConfigError(f"model.spectrogram {tuple(m.spectrogram)} must equal (audio.height, "
+                      f"audio.width) = {(a.height, a.width)}")
+  if tuple(m.frames) != (v.frames_per_segment, v.height, v.width):
+    raise ConfigError(f"model.frames {tuple(m.frames)} must equal (video.frames_per_segment, "
+                      f"video.height, video.width) = {(v.frames_per_segment, v.height, v.width)}")
+  if m.name == "hybrid" and m.detach_joint and config.train.aux_weight <= 0:
+    raise ConfigError("model.detach_joint needs train.aux_weight > 0: the streams learn only "
+                      "from their own output layers")
+
+
+USER_ERRORS = (ConfigError, CorpusError, MediaError, PreprocessError, ShardError,
+               CheckpointError, NonFiniteError)

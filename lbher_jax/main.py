@@ -50,6 +50,7 @@ def main(argv):
   mesh.initialize_distributed()
   _use_compilation_cache(_WORKDIR.value)
   try:
+    errors.check_config(_CONFIG.value)
     if _MODE.value == "predict":
       from lbher_jax import predict  # pylint: disable=import-outside-toplevel
       return predict.run(_CONFIG.value, _WORKDIR.value, _VIDEO.value, _OUTPUT.value,

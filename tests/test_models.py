@@ -247,13 +247,3 @@ def test_max_pool_matches_flax(shape, window):
   tied = jnp.zeros((1, 2, 2, 1))
   shared = jax.grad(lambda v: ops.max_pool(v, (2, 2)).sum())(tied)
   assert float(shared.sum()) == pytest.approx(1.0) and float(shared.max()) < 1.0
-
-
-def test_detach_joint_without_stream_losses_is_refused():
-  """Detached, the streams would learn nothing without their own losses: refused before training."""
-  from configs import demo  # pylint: disable=import-outside-toplevel
-  from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
-  config = demo.get_config()
-  config.model.detach_joint, config.train.aux_weight = True, 0.0
-  with pytest.raises(ValueError, match="detach_joint needs train.aux_weight > 0"):
-    algorithm.train(config, None, None, None)

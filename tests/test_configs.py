@@ -1,0 +1,68 @@
+"""Every shipped config builds a model that accepts its own inputs; contradictions are refused."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from lbher_jax import LABELS, errors, models
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+VARIANTS = [("default", None), ("demo", None), ("demo", "tiny"), ("iemocap", None),
+            ("iemocap", "small"), ("cremad", None), ("cremad", "small"), ("ravdess", None),
+            ("ravdess", "small"), ("ravdess", "fer_av"), ("table2", None), ("table2", "small"),
+            ("table2", "tiny")]
+
+
+def _config(name: str, arg: str | None):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+@pytest.mark.parametrize("name,arg", VARIANTS)
+def test_shipped_configs_are_consistent_and_build_their_model(name, arg):
+  """The model built from the config takes the shapes preprocessing writes (traced, not run)."""
+  config = _config(name, arg)
+  errors.check_config(config)
+  a, v = config.audio, config.video
+  batch = {"audio": jax.ShapeDtypeStruct((2, a.height, a.width), "float32"),
+           "video": jax.ShapeDtypeStruct((2, v.frames_per_segment, v.height, v.width, 3), "uint8")}
+  model = models.get_model(config.model)
+  out = jax.eval_shape(lambda rng, b: model.apply(model.init(rng, b, train=False), b, train=False),
+                       jax.random.key(0), batch)
+  assert out["logits"].shape == (2, len(LABELS))
+
+
+@pytest.mark.parametrize("name", ["default", "demo", "iemocap", "cremad", "ravdess", "table2"])
+def test_an_unknown_variant_is_refused_naming_the_file(name):
+  with pytest.raises(ValueError, match=rf"configs/{name}\.py: unknown variant 'tny'"):
+    _config(name, "tny")
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(audio_height=32), r"model.spectrogram \(16, 24\) must equal .* = \(32, 24\)"),
+    (dict(video_frames=8), r"model.frames \(4, 12, 16\) must equal .* = \(8, 12, 16\)"),
+    (dict(detach=True), r"model.detach_joint needs train.aux_weight > 0"),
+])
+def test_contradictory_settings_are_refused(change, message):
+  config = _config("demo", "tiny")
+  config.audio.height = change.get("audio_height", config.audio.height)
+  config.video.frames_per_segment = change.get("video_frames", config.video.frames_per_segment)
+  if change.get("detach"):
+    config.model.detach_joint, config.train.aux_weight = True, 0.0
+  with pytest.raises(errors.ConfigError, match=message):
+    errors.check_config(config)
+
+
+def test_main_reports_a_contradiction_in_one_line_before_any_work(tmp_path):
+  workdir = tmp_path / "run"
+  done = subprocess.run(
+      [sys.executable, "-m", "lbher_jax.main", "--config", "configs/demo.py:tiny", "--workdir",
+       str(workdir), "--config.audio.height=32"],
+      cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1].startswith("error: model.spectrogram (16, 24)")
+  assert "Traceback" not in done.stderr and not workdir.exists()
