@@ -42,6 +42,13 @@ def test_an_unknown_variant_is_refused_naming_the_file(name):
     _config(name, "tny")
 
 
+def test_fer_av_trains_the_hybrid_detached_without_pretraining():
+  """The real-data default chosen in BUILD_NOTES.md (development split, then actors 15-18)."""
+  c = _config("ravdess", "fer_av")
+  assert (c.model.name, c.model.detach_joint, c.pretrain.steps) == ("hybrid", True, 0)
+  assert c.train.aux_weight > 0 and c.split.test_speakers[0] == "Actor_15"
+
+
 @pytest.mark.parametrize("change,message", [
     (dict(audio_height=32), r"model.spectrogram \(16, 24\) must equal .* = \(32, 24\)"),
     (dict(video_frames=8), r"model.frames \(4, 12, 16\) must equal .* = \(8, 12, 16\)"),
