@@ -8,7 +8,6 @@ Base for every other config. Usage:
 import ml_collections
 
 from configs import check_variant
-
 from lbher_jax.models import default_model_config
 
 
