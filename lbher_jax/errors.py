@@ -8,7 +8,6 @@ from lbher_jax.train.checkpoint import CheckpointError
 from lbher_jax.train.loop import NonFiniteError
 
 
-
 class ConfigError(ValueError):
   """Config settings that contradict each other."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from lbher_jax import LABELS, errors, models
+from lbher_jax import LABELS, errors, models, predict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,9 +27,7 @@ def test_shipped_configs_are_consistent_and_build_their_model(name, arg):
   """The model built from the config takes the shapes preprocessing writes (traced, not run)."""
   config = _config(name, arg)
   errors.check_config(config)
-  a, v = config.audio, config.video
-  batch = {"audio": jax.ShapeDtypeStruct((2, a.height, a.width), "float32"),
-           "video": jax.ShapeDtypeStruct((2, v.frames_per_segment, v.height, v.width, 3), "uint8")}
+  batch = predict.example_batch(config, batch_size=2)
   model = models.get_model(config.model)
   out = jax.eval_shape(lambda rng, b: model.apply(model.init(rng, b, train=False), b, train=False),
                        jax.random.key(0), batch)
@@ -49,17 +47,15 @@ def test_fer_av_trains_the_hybrid_detached_without_pretraining():
   assert c.train.aux_weight > 0 and c.split.test_speakers[0] == "Actor_15"
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(audio_height=32), r"model.spectrogram \(16, 24\) must equal .* = \(32, 24\)"),
-    (dict(video_frames=8), r"model.frames \(4, 12, 16\) must equal .* = \(8, 12, 16\)"),
-    (dict(detach=True), r"model.detach_joint needs train.aux_weight > 0"),
+@pytest.mark.parametrize("overrides,message", [
+    ({"audio.height": 32}, r"model.spectrogram \(16, 24\) must equal .* = \(32, 24\)"),
+    ({"video.frames_per_segment": 8}, r"model.frames \(4, 12, 16\) must equal .* = \(8, 12, 16\)"),
+    ({"model.detach_joint": True, "train.aux_weight": 0.0},
+     r"model.detach_joint needs train.aux_weight > 0"),
 ])
-def test_contradictory_settings_are_refused(change, message):
+def test_contradictory_settings_are_refused(overrides, message):
   config = _config("demo", "tiny")
-  config.audio.height = change.get("audio_height", config.audio.height)
-  config.video.frames_per_segment = change.get("video_frames", config.video.frames_per_segment)
-  if change.get("detach"):
-    config.model.detach_joint, config.train.aux_weight = True, 0.0
+  config.update_from_flattened_dict(overrides)
   with pytest.raises(errors.ConfigError, match=message):
     errors.check_config(config)
 
