@@ -26,7 +26,7 @@ import jax
 import jax.export
 import numpy as np
 
-from lbher_jax import LABELS, files
+from lbher_jax import LABELS, compiler, files
 
 MODEL_FILE = "model.jaxexport"
 META_FILE = "model.json"
@@ -110,7 +110,8 @@ def load_exported(path: str | Path
     raise ValueError(f"{path}: not a complete model export ({e})") from None
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
-  call = jax.jit(jax.export.deserialize(bytearray(blob)).call)
+  call = jax.jit(jax.export.deserialize(bytearray(blob)).call,
+                 compiler_options=compiler.compiler_options(jax.devices()))
 
   def predict(batch: Mapping[str, np.ndarray]) -> np.ndarray:
     args = {}

@@ -1,5 +1,7 @@
 """Model shapes, parameter counts and behaviour (tiny scale computed, paper scale only traced)."""
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 from lbher_jax import models
-from lbher_jax.models import ops, video
+from lbher_jax.models import audio, ops, video
 
 BATCH = 3
 
@@ -247,3 +249,44 @@ def test_max_pool_matches_flax(shape, window):
   tied = jnp.zeros((1, 2, 2, 1))
   shared = jax.grad(lambda v: ops.max_pool(v, (2, 2)).sum())(tied)
   assert float(shared.sum()) == pytest.approx(1.0) and float(shared.max()) < 1.0
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_batch_norm_matches_flax(masked):
+  """Outputs, gradients and running statistics of flax.linen.BatchNorm(momentum=0.9), in
+  training (statistics from the real rows only) and at test time."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(0.5, 2.0, (4, 3, 5, 6, 7)), jnp.float32)
+  r = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  mask = jnp.array([True, True, False, True]) if masked else None
+  ours, theirs = audio.BatchNorm(), nn.BatchNorm(momentum=0.9)
+  variables = ours.init(jax.random.key(0), x, train=False, mask=None)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+    jnp.shape, theirs.init(jax.random.key(0), x, use_running_average=True))
+  variables = {"params": {"scale": jnp.linspace(0.5, 1.5, 7), "bias": jnp.linspace(-1, 1, 7)},
+               "batch_stats": {"mean": jnp.linspace(-0.1, 0.1, 7), "var": jnp.linspace(1, 2, 7)}}
+  theirs_mask = None if mask is None else mask[:, None, None, None, None]
+
+  def loss(apply, params, x):
+    y, updates = apply({**variables, "params": params}, x)
+    return jnp.sum(nn.relu(y) * r), (y, updates)
+
+  run = lambda apply: jax.grad(partial(loss, apply), argnums=(0, 1), has_aux=True)(
+    variables["params"], x)
+  (grads, grad_x), (y, updates) = run(
+    lambda v, x: ours.apply(v, x, train=True, mask=mask, mutable=["batch_stats"]))
+  (grads_ref, grad_x_ref), (y_ref, updates_ref) = run(
+    lambda v, x: theirs.apply(v, x, use_running_average=False, mask=theirs_mask,
+                              mutable=["batch_stats"]))
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad_x, grad_x_ref, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               (grads, updates), (grads_ref, updates_ref))
+  if masked:  # the padding row (2) changes nothing in the others
+    other = x.at[2].set(100.0)
+    y_other = ours.apply(variables, other, train=True, mask=mask, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(y_other[np.array([0, 1, 3])], y[np.array([0, 1, 3])], rtol=1e-5,
+                               atol=1e-5)
+  np.testing.assert_allclose(ours.apply(variables, x, train=False, mask=mask),
+                             theirs.apply(variables, x, use_running_average=True),
+                             rtol=1e-5, atol=1e-5)

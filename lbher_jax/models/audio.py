@@ -3,6 +3,7 @@
 Also the pieces both streams share: the normalisation after a convolution and the output layer.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -20,18 +21,47 @@ def padding_mask(batch: dict[str, jax.Array]) -> jax.Array | None:
   return None if weight is None else weight > 0
 
 
+class BatchNorm(nn.Module):
+  """`flax.linen.BatchNorm(momentum=0.9)` over [B, ..., C]: the same parameters ("scale", "bias"),
+  running statistics ("mean", "var"), values and gradients, computed by `ops.batch_norm`, which
+  XLA:CPU runs about twice as fast. Rows where `mask` [B] is False (padding) do not count.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None) -> jax.Array:
+    channels = (x.shape[-1],)
+    mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
+    var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, channels, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, channels, jnp.float32)
+    x = x.astype(self.dtype)
+    if not train:
+      y = (x - mean.value) * (jax.lax.rsqrt(var.value + self.epsilon) * scale) + bias
+      return y.astype(self.dtype)
+    real = jnp.ones(x.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
+    positions = math.prod(x.shape[1:-1])
+    weight = real / (jnp.maximum(jnp.sum(real), 1.0) * positions)
+    y, batch_mean, batch_var = ops.batch_norm(x, scale, bias, weight, self.epsilon)
+    if not self.is_initializing():
+      mean.value = self.momentum * mean.value + (1 - self.momentum) * batch_mean
+      var.value = self.momentum * var.value + (1 - self.momentum) * batch_var
+    return y
+
+
 def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
               dtype: Any) -> jax.Array:
   """Normalisation (per `norm`) and ReLU after a convolution; call inside a compact method.
 
-  BatchNorm statistics come from the rows where `mask` is True (padding rows do not count). Under
-  jit with the batch sharded over a device mesh, the mean and variance are reductions over the
-  global batch: XLA inserts the cross-device all-reduce, so 1 and N devices give the same result.
+  BatchNorm statistics come from the rows where `mask` [B] is True (padding rows do not count).
+  Under jit with the batch sharded over a device mesh, the mean and variance are reductions over
+  the global batch: XLA inserts the cross-device all-reduce, so 1 and N devices give the same
+  result.
   """
   if norm == "batch":
-    if mask is not None:
-      mask = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x, mask=mask)
+    x = BatchNorm(dtype=dtype)(x, train=train, mask=mask)
   elif norm != "none":
     raise ValueError(f"unknown norm {norm!r}; expected 'batch' or 'none'")
   return nn.relu(x)

@@ -1,81 +1,32 @@
-"""CPU-friendly forms of the models' 3x3 convolution and max-pooling.
+"""The models' 3x3 convolution, and CPU-friendly forms of max-pooling and batch normalisation.
 
-Both keep the plain operation's values and gradients (up to float rounding and, for pooling, how
-a tie is shared); only how XLA runs them changes. Measured on the 2-core CPU VM (BUILD_NOTES.md,
-issue 7):
+The two forms keep the plain operation's values and gradients (up to float rounding and, for
+pooling, how a tie is shared); only how XLA runs them changes. Measured on the 2-core CPU VM
+(BUILD_NOTES.md, issue 7):
 
-* XLA's CPU backend computes a convolution's kernel gradient (a "backward-filter" convolution)
-  about 10x slower than the forward convolution of the same size. `conv2d_same` keeps XLA's
-  forward and input-gradient convolutions and computes the kernel gradient as matmuls of patches,
-  one output row at a time, so that each row's patches stay in cache.
 * The gradient of `flax.linen.max_pool` (reduce_window) is XLA's select-and-scatter, which took
   1.3 s of a 5.8-s paper-scale training step. `max_pool` takes the maximum of strided slices, one
   per window offset; its gradient is elementwise selects and pads (0.2 s).
+* `flax.linen.BatchNorm` with a padding mask reduces `where(mask, x, 0)` over the whole feature
+  map, which XLA:CPU runs at a tenth of a plain sum's speed, and autodiff adds more such passes.
+  `batch_norm` sums each example's map first and weights the [B, C] sums, with the gradient
+  written out by hand in the same form (largest video layer, forward + backward: 172 -> 83 ms).
+
+The convolutions are XLA's own; on CPU they are fast only with the compiler options of
+`lbher_jax.compiler`, which the project's jitted steps use.
 """
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
-
-def _conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding="SAME",
-                                      dimension_numbers=_NHWC)
-
-
-def _kernel_grad_native(x: jax.Array, dy: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.vjp(lambda k: _conv2d(x, k), kernel)[1](dy)[0]
-
-
-def _kernel_grad_rows(x: jax.Array, dy: jax.Array, kernel: jax.Array) -> jax.Array:
-  """sum over positions of patch(x) (x) dy, scanned over output rows: per row, the patches of
-  every image in the batch [N, W, kh * kw * C] times that row of dy [N, W, O].
-
-  Scanning rows rather than images keeps the batch axis inside each step, so a batch sharded
-  over devices stays sharded (each device sums its rows; XLA adds the partial sums).
-  """
-  kh, kw, c, o = kernel.shape
-  _, h, w, _ = x.shape
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-
-  def add_row(total, row):
-    window = jax.lax.dynamic_slice_in_dim(padded, row, kh, axis=1)
-    patches = jnp.concatenate([window[:, i, j:j + w] for i in range(kh) for j in range(kw)],
-                              axis=-1)
-    grad_row = jax.lax.dynamic_index_in_dim(dy, row, axis=1, keepdims=False)
-    return total + jax.lax.dot_general(patches, grad_row, (((0, 1), (0, 1)), ((), ())),
-                                       preferred_element_type=jnp.float32), None
-
-  total, _ = jax.lax.scan(add_row, jnp.zeros((kh * kw * c, o), jnp.float32), jnp.arange(h))
-  return total.reshape(kernel.shape).astype(kernel.dtype)
-
-
-@jax.custom_vjp
 def conv2d_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """'SAME' 2-D convolution, stride 1, of x [N, H, W, C] with kernel [kh, kw, C, O] (odd kh, kw).
-
-  On CPU the kernel gradient runs as row-by-row patch matmuls (`_kernel_grad_rows`); elsewhere
-  as XLA's own backward-filter convolution.
-  """
-  return _conv2d(x, kernel)
-
-
-def _conv2d_fwd(x: jax.Array, kernel: jax.Array):
-  return _conv2d(x, kernel), (x, kernel)
-
-
-def _conv2d_bwd(residuals, dy: jax.Array):
-  x, kernel = residuals
-  dx = jax.vjp(lambda v: _conv2d(v, kernel), x)[1](dy)[0]
-  dkernel = jax.lax.platform_dependent(x, dy, kernel, cpu=_kernel_grad_rows,
-                                       default=_kernel_grad_native)
-  return dx, dkernel
-
-
-conv2d_same.defvjp(_conv2d_fwd, _conv2d_bwd)
+  """'SAME' 2-D convolution, stride 1, of x [N, H, W, C] with kernel [kh, kw, C, O] (odd kh, kw)."""
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding="SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
@@ -94,3 +45,49 @@ def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     part = x[(slice(None), *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
     out = part if out is None else jnp.maximum(out, part)
   return out
+
+
+def _example_sums(x: jax.Array) -> jax.Array:
+  """[B, ..., C] -> float32 [B, C]: each example's sum over the axes between batch and channels."""
+  return jnp.sum(x.astype(jnp.float32), axis=tuple(range(1, x.ndim - 1)))
+
+
+def _batch_stats(x: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
+  mean = weight @ _example_sums(x)
+  var = jnp.maximum(weight @ _example_sums(jnp.square(x.astype(jnp.float32))) - mean**2, 0.0)
+  return mean, var
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, weight: jax.Array,
+               epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Batch normalisation of x [B, ..., C] over every axis but the channels; returns (y, mean, var).
+
+  `weight` [B] is each example's share of the statistics: 1 / (real examples x positions per
+  example) for real examples, 0 for padding rows. The variance is E[x^2] - E[x]^2 (flax's
+  `use_fast_variance`). Only y is differentiated; mean and var are for the running averages.
+  """
+  return _batch_norm_fwd(x, scale, bias, weight, epsilon)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, weight, epsilon):
+  mean, var = _batch_stats(x, weight)
+  inv = jax.lax.rsqrt(var + epsilon)
+  y = (x - mean) * (inv * scale) + bias
+  return (y.astype(x.dtype), mean, var), (x, scale, weight, mean, inv)
+
+
+def _batch_norm_bwd(epsilon, residuals, cotangents):
+  del epsilon
+  x, scale, weight, mean, inv = residuals
+  dy = cotangents[0].astype(jnp.float32)
+  x32 = x.astype(jnp.float32)
+  dbias = jnp.sum(_example_sums(dy), axis=0)
+  dscale = inv * (jnp.sum(_example_sums(dy * x32), axis=0) - mean * dbias)  # sum of dy * x_hat
+  w = weight.reshape(weight.shape + (1,) * (x.ndim - 1))
+  x_hat = (x32 - mean) * inv
+  dx = (scale * inv) * (dy - w * (dbias + x_hat * dscale))
+  return dx.astype(x.dtype), dscale, dbias, jnp.zeros_like(weight)
+
+
+batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)

@@ -32,9 +32,9 @@ class Conv3D(nn.Module):
   change while the parameters ("kernel" [3, 3, 3, in, out], optional "bias" [out]) and thus the
   checkpoints stay. On CPU it runs as a 2-D convolution over stacked temporal taps, which XLA's
   CPU backend executes several times faster than its 3-D convolution (small scale, batch 16:
-  first layer forward 0.71 s -> 0.04 s, whole hybrid training step 1.65 s -> 0.53 s), whose
-  kernel gradient `ops.conv2d_same` computes as patch matmuls (paper scale, batch 8: training
-  step 21.6 s -> 12.1 s); other platforms use the native 3-D convolution.
+  first layer forward 0.71 s -> 0.04 s, whole hybrid training step 1.65 s -> 0.53 s; paper
+  scale, forward and both gradients, with `lbher_jax.compiler`'s options: 2.2-2.6x faster per
+  layer); other platforms use the native 3-D convolution.
   """
   features: int
   use_bias: bool

@@ -98,9 +98,8 @@ def compile_eval_step(model, mesh, heads: bool = False) -> Callable:
   so XLA drops those layers from the program)."""
   fn = steps_lib.make_eval_step(model)
   keep = lambda key: key == "probs" or (heads and key.endswith("_probs"))
-  return jax.jit(lambda state, batch: {k: v for k, v in fn(state, batch).items() if keep(k)},
-                 in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
-                 out_shardings=mesh_lib.replicated(mesh))
+  return steps_lib.jit_eval_step(
+    lambda state, batch: {k: v for k, v in fn(state, batch).items() if keep(k)}, mesh)
 
 
 def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSource,
@@ -141,12 +140,10 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
     start = 0
   _drop_records_after(metrics_path, phase.name, start)
 
-  step_fn = jax.jit(
+  step_fn = steps_lib.jit_train_step(
       steps_lib.make_train_step(model, phase.name, margin=phase.margin,
                                 pair_proportions=phase.pair_proportions,
-                                aux_weight=phase.aux_weight),
-      in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
+                                aux_weight=phase.aux_weight), mesh)
 
   logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",
                phase.name, phase.steps, phase.batch_size, mesh.size, len(source))

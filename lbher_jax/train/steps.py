@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, Sharding
 
+from lbher_jax import compiler
 from lbher_jax.train import losses
 from lbher_jax.train.mesh import batch_sharding, replicated
 from lbher_jax.train.state import TrainState, step_rng
@@ -107,19 +108,23 @@ def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict[str, 
 
 def jit_train_step(step_fn: TrainStep, mesh: Mesh,
                    state_sharding: Sharding | None = None) -> TrainStep:
-  """jits a train step: batch split over 'data', state (default: replicated) donated.
+  """jits a train step: batch split over 'data', state (default: replicated) donated, with the
+  platform's compiler options (`compiler.compiler_options`).
 
   Metrics come back replicated, so every process can read them.
   """
   state_sharding = replicated(mesh) if state_sharding is None else state_sharding
   return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding(mesh)),
-                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,))
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,),
+                 compiler_options=compiler.compiler_options(mesh.devices.flat))
 
 
 def jit_eval_step(eval_fn: Callable[[TrainState, Batch], dict[str, jax.Array]], mesh: Mesh,
                   state_sharding: Sharding | None = None,
                   ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-  """jits an eval step; outputs come back replicated, so every process holds all rows."""
+  """jits an eval step (with the platform's compiler options); outputs come back replicated, so
+  every process holds all rows."""
   state_sharding = replicated(mesh) if state_sharding is None else state_sharding
   return jax.jit(eval_fn, in_shardings=(state_sharding, batch_sharding(mesh)),
-                 out_shardings=replicated(mesh))
+                 out_shardings=replicated(mesh),
+                 compiler_options=compiler.compiler_options(mesh.devices.flat))
