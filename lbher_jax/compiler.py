@@ -4,8 +4,8 @@ On CPU, XLA (jaxlib 0.10) hands convolutions, dots, reductions and elementwise w
 library by default. On the models' shapes its convolutions run at about half the speed of XLA's
 Eigen convolutions and its kernel-gradient convolutions several times slower still, while its
 dots and reductions are the fastest there are and its reductions are the accurate ones (without
-them XLA sums a BatchNorm map of 10^6 values with errors of up to 5 % in the gradient). So CPU
-programs keep YNNPACK for dots and reductions only: the paper-scale training step 3.5 -> 2.3 s
+them, a BatchNorm over 1.9 million values per channel got an input gradient 11 % off). So CPU
+programs keep YNNPACK for dots and reductions only: the paper-scale training step 3.5 -> 2.4 s
 (BUILD_NOTES.md, issue 7).
 
 Needs jax and numpy only, like `lbher_jax.export.load`, which uses it too.
@@ -29,8 +29,9 @@ def _accepted() -> bool:
     jax.jit(lambda v: v + 1, compiler_options=_CPU_OPTIONS).lower(
       jax.ShapeDtypeStruct((), np.float32)).compile()
   except jax.errors.JaxRuntimeError as e:
-    logging.getLogger(__name__).warning("XLA refuses the CPU compiler options %s (%s); compiling with its defaults, "
-                    "which train the models more slowly", _CPU_OPTIONS, e)
+    logging.getLogger(__name__).warning(
+      "XLA refuses the CPU compiler options %s (%s); compiling with its defaults, which train "
+      "the models more slowly", _CPU_OPTIONS, e)
     return False
   return True
 
