@@ -67,25 +67,6 @@ def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
   return nn.relu(x)
 
 
-class Conv2D(nn.Module):
-  """3x3 'SAME' convolution over [B, H, W, C], stride 1: flax.linen.Conv's parameters ("kernel"
-  [3, 3, in, out], optional "bias" [out]) and values, with the kernel gradient of
-  `ops.conv2d_same` (fast on CPU)."""
-  features: int
-  use_bias: bool
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (3, 3, x.shape[-1], self.features), jnp.float32)
-    y = ops.conv2d_same(x.astype(self.dtype), kernel.astype(self.dtype))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(
-        self.dtype)
-    return y
-
-
 class Classifier(nn.Module):
   """The output layer: dropout then a dense layer to float32 class logits."""
   num_classes: int
@@ -118,9 +99,9 @@ class AudioStream(nn.Module):
   def __call__(self, spectrogram: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
     x = spectrogram.astype(self.dtype)[..., None]
-    for i, features in enumerate(self.convs):
-      # Named as flax.linen.Conv would be: checkpoints keep their parameter paths.
-      x = Conv2D(features, use_bias=self.norm == "none", dtype=self.dtype, name=f"Conv_{i}")(x)
+    for features in self.convs:
+      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none",
+                  dtype=self.dtype)(x)
       x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
       x = ops.max_pool(x, (2, 2))
     if self.rnn_cell is None:

@@ -1,4 +1,4 @@
-"""The models' 3x3 convolution, and CPU-friendly forms of max-pooling and batch normalisation.
+"""The video stream's 2-D convolution, and CPU-friendly max-pooling and batch normalisation.
 
 The two forms keep the plain operation's values and gradients (up to float rounding and, for
 pooling, how a tie is shared); only how XLA runs them changes. Measured on the 2-core CPU VM
