@@ -35,25 +35,45 @@ def test_steps_compile_with_the_options():
   assert not has_plain_convolution(plain)
 
 
+def _batch_norm_grads64(x, dy, scale, bias):
+  """float64 gradients (x, scale, bias) of sum(relu(batch_norm(x)) * dy), by hand."""
+  x64 = x.astype(np.float64)
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  inv = 1 / np.sqrt(x64.var(axis=axes) + 1e-5)
+  x_hat = (x64 - x64.mean(axis=axes)) * inv
+  dy = dy * (x_hat * scale + bias > 0)
+  dbias, dscale = dy.sum(axis=axes), (dy * x_hat).sum(axis=axes)
+  return scale * inv * (dy - (dbias + x_hat * dscale) / count), dscale, dbias
+
+
 def test_batch_norm_gradient_is_accurate_under_the_options():
-  """A BatchNorm over 1.9 million values per channel, against a float64 reference written out by
-  hand. (With YNNPACK's reductions switched off as well, XLA's own sums leave 11 % errors here.)"""
+  """BatchNorm over 1.9 million values per channel, against a float64 reference written out by
+  hand, alone and fused with ReLU and a (1, 2, 2) max-pool. (With YNNPACK's reductions switched
+  off as well, XLA's own sums leave 11 % errors here.)"""
   rng = np.random.default_rng(0)
-  shape, count = (8, 20, 60, 100, 16), 8 * 20 * 60 * 100
+  shape = (8, 20, 60, 100, 16)
   x = (rng.normal(size=shape) * 2 + 0.5).astype(np.float32)
   r = rng.normal(size=shape).astype(np.float32)
   scale = np.linspace(0.5, 1.5, 16, dtype=np.float32)
   bias = np.linspace(-0.2, 0.2, 16, dtype=np.float32)
-  weight = np.full(8, 1 / count, np.float32)
-  loss = lambda x, s, b: jnp.sum(jax.nn.relu(ops.batch_norm(x, s, b, weight, 1e-5)[0]) * r)
-  got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)),
-                compiler_options=compiler.compiler_options(jax.devices()))(x, scale, bias)
+  weight = np.full(8, 1 / (x.size // 16), np.float32)
+  options = compiler.compiler_options(jax.devices())
 
-  x64 = x.astype(np.float64)
-  inv = 1 / np.sqrt(x64.var(axis=(0, 1, 2, 3)) + 1e-5)
-  x_hat = (x64 - x64.mean(axis=(0, 1, 2, 3))) * inv
-  dy = r * (x_hat * scale + bias > 0)
-  dbias, dscale = dy.sum(axis=(0, 1, 2, 3)), (dy * x_hat).sum(axis=(0, 1, 2, 3))
-  dx = scale * inv * (dy - (dbias + x_hat * dscale) / count)
-  for g, want, tol in zip(got, (dx, dscale, dbias), (1e-5, 1e-5, 1e-4)):
-    assert np.max(np.abs(g - want)) <= tol * np.max(np.abs(want))
+  def check(loss, want):
+    got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), compiler_options=options)(x, scale, bias)
+    for g, w, tol in zip(got, want, (1e-5, 1e-5, 1e-4)):
+      assert np.max(np.abs(g - w)) <= tol * np.max(np.abs(w))
+
+  check(lambda x, s, b: jnp.sum(jax.nn.relu(ops.batch_norm(x, s, b, weight, 1e-5)[0]) * r),
+        _batch_norm_grads64(x, r, scale, bias))
+  # Pooled: each window's cotangent goes to its largest input (the scales are positive).
+  pooled_r = r[:, :, ::2, ::2]
+  windows = x.reshape(8, 20, 30, 2, 50, 2, 16).transpose(0, 1, 2, 4, 6, 3, 5).reshape(
+    8, 20, 30, 50, 16, 4)
+  first = np.argmax(windows, axis=-1)[..., None] == np.arange(4)
+  dy = (first * pooled_r[..., None]).reshape(8, 20, 30, 50, 16, 2, 2).transpose(
+    0, 1, 2, 5, 3, 6, 4).reshape(shape)
+  check(lambda x, s, b: jnp.sum(
+          ops.batch_norm_relu_pool(x, s, b, weight, 1e-5, (1, 2, 2))[0] * pooled_r),
+        _batch_norm_grads64(x, dy, scale, bias))

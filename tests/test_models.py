@@ -290,3 +290,49 @@ def test_batch_norm_matches_flax(masked):
   np.testing.assert_allclose(ours.apply(variables, x, train=False, mask=mask),
                              theirs.apply(variables, x, use_running_average=True),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, window, masked", [
+  ((4, 7, 9, 5), (2, 2), False),
+  ((4, 5, 7, 9, 6), (1, 2, 2), True),
+  ((3, 5, 6, 7, 6), (2, 2, 2), True),
+])
+def test_batch_norm_relu_pool_matches_flax(shape, window, masked):
+  """BatchNorm(pool=window) against flax: BatchNorm, ReLU, then max_pool. Values, gradients and
+  running statistics agree in training and at test time, with scales of both signs (a window's
+  output then comes from its smallest input), odd sizes (the pooling drops the last positions,
+  the statistics keep them), padding rows, and ties: x is on a grid of 0.5, so windows tie for
+  the maximum, and the gradient goes to the first of them, as with flax's select-and-scatter."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(np.round(rng.normal(0.5, 1.5, shape) * 2) / 2, jnp.float32)
+  channels = shape[-1]
+  mask = jnp.array([True, False] + [True] * (shape[0] - 2)) if masked else None
+  variables = {"params": {"scale": jnp.linspace(-1.5, 1.2, channels),
+                          "bias": jnp.linspace(-0.5, 0.6, channels)},
+               "batch_stats": {"mean": jnp.linspace(-0.1, 0.1, channels),
+                               "var": jnp.linspace(1, 2, channels)}}
+  assert (variables["params"]["scale"] < 0).any() and (variables["params"]["scale"] > 0).any()
+  ours, theirs = audio.BatchNorm(), nn.BatchNorm(momentum=0.9)
+  theirs_mask = None if mask is None else mask.reshape((-1,) + (1,) * (len(shape) - 1))
+  pool = lambda y: nn.max_pool(nn.relu(y), window, strides=window)
+  r = jnp.asarray(rng.normal(size=pool(x).shape), jnp.float32)
+
+  def run(apply):
+    def loss(params, x):
+      y, updates = apply({**variables, "params": params}, x)
+      return jnp.sum(y * r), (y, updates)
+    return jax.grad(loss, argnums=(0, 1), has_aux=True)(variables["params"], x)
+
+  (grads, grad_x), (y, updates) = run(
+    lambda v, x: ours.apply(v, x, train=True, mask=mask, pool=window, mutable=["batch_stats"]))
+  (grads_ref, grad_x_ref), (y_ref, updates_ref) = run(
+    lambda v, x: (lambda out: (pool(out[0]), out[1]))(theirs.apply(
+      v, x, use_running_average=False, mask=theirs_mask, mutable=["batch_stats"])))
+  assert y.shape == y_ref.shape and float(jnp.mean(y > 0)) > 0.2
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad_x, grad_x_ref, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               (grads, updates), (grads_ref, updates_ref))
+  np.testing.assert_allclose(
+    ours.apply(variables, x, train=False, mask=mask, pool=window),
+    pool(theirs.apply(variables, x, use_running_average=True)), rtol=1e-5, atol=1e-5)

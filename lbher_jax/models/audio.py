@@ -25,13 +25,17 @@ class BatchNorm(nn.Module):
   """`flax.linen.BatchNorm(momentum=0.9)` over [B, ..., C]: the same parameters ("scale", "bias"),
   running statistics ("mean", "var"), values and gradients, computed by `ops.batch_norm`, which
   XLA:CPU runs about twice as fast. Rows where `mask` [B] is False (padding) do not count.
+
+  With `pool` (a max-pool window) it returns max_pool(relu(batch_norm(x)), pool) instead,
+  normalising only the pooled map (`ops.batch_norm_relu_pool`; same values, 2-6x faster).
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None,
+               pool: tuple[int, ...] | None = None) -> jax.Array:
     channels = (x.shape[-1],)
     mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
     var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
@@ -39,21 +43,28 @@ class BatchNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, channels, jnp.float32)
     x = x.astype(self.dtype)
     if not train:
-      y = (x - mean.value) * (jax.lax.rsqrt(var.value + self.epsilon) * scale) + bias
-      return y.astype(self.dtype)
+      factor = jax.lax.rsqrt(var.value + self.epsilon) * scale
+      if pool is not None:
+        return ops.affine_relu_pool(x, mean.value, factor, bias, pool)
+      return ((x - mean.value) * factor + bias).astype(self.dtype)
     real = jnp.ones(x.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
     positions = math.prod(x.shape[1:-1])
     weight = real / (jnp.maximum(jnp.sum(real), 1.0) * positions)
-    y, batch_mean, batch_var = ops.batch_norm(x, scale, bias, weight, self.epsilon)
+    if pool is None:
+      y, batch_mean, batch_var = ops.batch_norm(x, scale, bias, weight, self.epsilon)
+    else:
+      y, batch_mean, batch_var = ops.batch_norm_relu_pool(x, scale, bias, weight, self.epsilon,
+                                                          pool)
     if not self.is_initializing():
       mean.value = self.momentum * mean.value + (1 - self.momentum) * batch_mean
       var.value = self.momentum * var.value + (1 - self.momentum) * batch_var
     return y
 
 
-def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
-              dtype: Any) -> jax.Array:
-  """Normalisation (per `norm`) and ReLU after a convolution; call inside a compact method.
+def norm_relu_pool(x: jax.Array, pool: tuple[int, ...] | None, *, norm: str, train: bool,
+                   mask: jax.Array | None, dtype: Any) -> jax.Array:
+  """Normalisation (per `norm`), ReLU and, with `pool`, a max-pool of that window (stride =
+  window, 'VALID') after a convolution; call inside a compact method.
 
   BatchNorm statistics come from the rows where `mask` [B] is True (padding rows do not count).
   Under jit with the batch sharded over a device mesh, the mean and variance are reductions over
@@ -61,10 +72,12 @@ def norm_relu(x: jax.Array, *, norm: str, train: bool, mask: jax.Array | None,
   result.
   """
   if norm == "batch":
-    x = BatchNorm(dtype=dtype)(x, train=train, mask=mask)
-  elif norm != "none":
+    x = BatchNorm(dtype=dtype)(x, train=train, mask=mask, pool=pool)
+    return x if pool is not None else nn.relu(x)
+  if norm != "none":
     raise ValueError(f"unknown norm {norm!r}; expected 'batch' or 'none'")
-  return nn.relu(x)
+  x = nn.relu(x)
+  return x if pool is None else ops.max_pool(x, pool)
 
 
 class Classifier(nn.Module):
@@ -102,8 +115,7 @@ class AudioStream(nn.Module):
     for features in self.convs:
       x = nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none",
                   dtype=self.dtype)(x)
-      x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
-      x = ops.max_pool(x, (2, 2))
+      x = norm_relu_pool(x, (2, 2), norm=self.norm, train=train, mask=mask, dtype=self.dtype)
     if self.rnn_cell is None:
       x = x.mean(axis=(1, 2))
     else:

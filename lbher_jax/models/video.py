@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lbher_jax.models import ops
-from lbher_jax.models.audio import Classifier, norm_relu, padding_mask
+from lbher_jax.models.audio import Classifier, norm_relu_pool, padding_mask
 
 
 def _conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -81,9 +81,8 @@ class VideoStream(nn.Module):
     x = frames.astype(self.dtype) / 127.5 - 1.0
     for i, features in enumerate(self.convs):
       x = Conv3D(features, use_bias=self.norm == "none", dtype=self.dtype)(x)
-      x = norm_relu(x, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
-      if i < len(self.pools):
-        x = ops.max_pool(x, self.pools[i])
+      pool = self.pools[i] if i < len(self.pools) else None
+      x = norm_relu_pool(x, pool, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
     x = x.reshape(x.shape[0], -1)
     for features in (self.hidden, self.embed_dim):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
