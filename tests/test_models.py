@@ -296,6 +296,7 @@ def test_batch_norm_matches_flax(masked):
   ((4, 7, 9, 5), (2, 2), False),
   ((4, 5, 7, 9, 6), (1, 2, 2), True),
   ((3, 5, 6, 7, 6), (2, 2, 2), True),
+  ((3, 12, 13, 4), (12, 12), False),  # 144 offsets: more than int8 holds
 ])
 def test_batch_norm_relu_pool_matches_flax(shape, window, masked):
   """BatchNorm(pool=window) against flax: BatchNorm, ReLU, then max_pool. Values, gradients and

@@ -22,6 +22,7 @@ The convolutions are XLA's own; on CPU they are fast only with the compiler opti
 """
 
 import itertools
+import math
 from functools import partial
 
 import jax
@@ -98,30 +99,36 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
 batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
+def _offset_dtype(window: tuple[int, ...]) -> jnp.dtype:
+  return jnp.dtype(jnp.int8 if math.prod(window) <= 127 else jnp.int32)
+
+
 def _pool_extreme(x: jax.Array, sign: jax.Array, window: tuple[int, ...]
                   ) -> tuple[jax.Array, jax.Array]:
   """Per window: the x whose sign * x is largest (the first on ties, as flax's max_pool) and its
-  offset in the window (int8, row-major over the window's axes); `sign` [C] is +1 or -1."""
+  offset in the window (row-major over the window's axes); `sign` [C] is +1 or -1."""
   counts = [n // k for n, k in zip(x.shape[1:-1], window)]
-  best = where = None
+  dtype = _offset_dtype(window)
+  best = offset = None
   for i, offsets in enumerate(itertools.product(*(range(k) for k in window))):
     part = sign * x[(slice(None),
                      *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
     if best is None:
-      best, where = part, jnp.zeros(part.shape, jnp.int8)
+      best, offset = part, jnp.zeros(part.shape, dtype)
     else:
       larger = part > best
       best = jnp.where(larger, part, best)
-      where = jnp.where(larger, jnp.int8(i), where)
-  return sign * best, where
+      offset = jnp.where(larger, jnp.asarray(i, dtype), offset)
+  return sign * best, offset
 
 
 def _window_offsets(shape: tuple[int, ...], window: tuple[int, ...]) -> jax.Array:
-  """int8 [B, n1, k1, n2, k2, ..., C]: each position's offset in its window, as `_pool_extreme`
+  """[B, n1, k1, n2, k2, ..., C]: each position's offset in its window, as `_pool_extreme`
   numbers them, for the cropped map viewed with every pooled axis split into (count, window)."""
+  dtype = _offset_dtype(window)
   offsets, stride = None, 1
   for axis in reversed(range(len(window))):
-    part = jax.lax.broadcasted_iota(jnp.int8, shape, 2 + 2 * axis) * jnp.int8(stride)
+    part = jax.lax.broadcasted_iota(dtype, shape, 2 + 2 * axis) * jnp.asarray(stride, dtype)
     offsets = part if offsets is None else offsets + part
     stride *= window[axis]
   return offsets
@@ -143,16 +150,15 @@ def batch_norm_relu_pool(x: jax.Array, scale: jax.Array, bias: jax.Array, weight
 def _batch_norm_relu_pool_fwd(x, scale, bias, weight, epsilon, window):
   mean, var = _batch_stats(x, weight)
   inv = jax.lax.rsqrt(var + epsilon)
-  sign = jnp.where(inv * scale < 0, -1.0, 1.0).astype(x.dtype)
-  pooled, where = _pool_extreme(x, sign, window)
+  pooled, offset = _pool_extreme(x, jnp.where(scale < 0, -1.0, 1.0).astype(x.dtype), window)
   h = (pooled - mean) * (inv * scale) + bias
   y = jnp.maximum(h, 0.0)
-  return (y.astype(x.dtype), mean, var), (x, pooled, where, h, scale, weight, mean, inv)
+  return (y.astype(x.dtype), mean, var), (x, pooled, offset, h, scale, weight, mean, inv)
 
 
 def _batch_norm_relu_pool_bwd(epsilon, window, residuals, cotangents):
   del epsilon
-  x, pooled, where, h, scale, weight, mean, inv = residuals
+  x, pooled, offset, h, scale, weight, mean, inv = residuals
   dh = jnp.where(h > 0, cotangents[0].astype(jnp.float32), 0.0)
   axes = tuple(range(dh.ndim - 1))
   dbias = jnp.sum(dh, axis=axes)
@@ -169,7 +175,7 @@ def _batch_norm_relu_pool_bwd(epsilon, window, residuals, cotangents):
   split = (b, *itertools.chain(*zip(counts, window)), c)
   spread = (b, *itertools.chain(*((n, 1) for n in counts)), c)
   dpooled = (dh * (inv * scale)).reshape(spread)
-  chosen = _window_offsets(split, window) == where.reshape(spread)
+  chosen = _window_offsets(split, window) == offset.reshape(spread)
   cropped = (b, *(n * k for n, k in zip(counts, window)), c)
   dx_pool = jnp.where(chosen, dpooled, 0.0).reshape(cropped)
   dx = dx + jnp.pad(dx_pool, [(0, n - m) for n, m in zip(x.shape, cropped)])
