@@ -1,6 +1,6 @@
 """Smoke test of the benchmark scripts: each runs at tiny sizes and writes its JSON figures.
 
-The three scripts run as concurrent subprocesses (one jax start-up each), with XLA's backend
+The four scripts run as concurrent subprocesses (one jax start-up each), with XLA's backend
 optimisation off: tiny programs, where LLVM time would dominate.
 """
 
@@ -22,7 +22,8 @@ def _command(name: str, json_path: Path) -> list[str]:
   args = {"train_step": ["--scales", "tiny", "--rounds", "1"] + ([] if HAS_TORCH
                                                                    else ["--no-torch"]),
           "loader": ["--scales", "tiny", "--batches", "2", "--train-examples-per-s", "tiny=1"],
-          "scaling": ["--scale", "tiny", "--batch", "4", "--devices", "1,2", "--steps", "1"]}
+          "scaling": ["--scale", "tiny", "--batch", "4", "--devices", "1,2", "--steps", "1"],
+          "blocks": ["--scale", "tiny", "--batch", "4", "--rounds", "1"]}
   return [sys.executable, script, *args[name], "--json", str(json_path)]
 
 
@@ -34,7 +35,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
   procs = {name: subprocess.Popen(_command(name, tmp / f"{name}.json"), cwd=PROJECT_ROOT,
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True)
-           for name in ("train_step", "loader", "scaling")}
+           for name in ("train_step", "loader", "scaling", "blocks")}
   out = {}
   for name, proc in procs.items():
     log, _ = proc.communicate(timeout=600)
@@ -67,3 +68,14 @@ def test_scaling_json(results):
   assert [run["devices"] for run in r["runs"]] == [1, 2]
   assert r["all_match"] and all(run["examples_per_s"] > 0 for run in r["runs"])
   assert "loadavg_before" in r
+
+
+def test_blocks_json(results):
+  """Every pooled conv layer of the tiny hybrid (3 video, 2 audio), timed in both forms, whose
+  gradients agree."""
+  r = results["blocks"]
+  assert list(r["layers"]) == ["video 1", "video 2", "video 3", "audio 1", "audio 2"]
+  assert r["layers"]["video 1"]["shape"] == [4, 4, 12, 16, 2]
+  for layer in r["layers"].values():
+    assert layer["plain_ms"] > 0 and layer["fused_ms"] > 0
+    assert layer["max_rel_grad_diff"] < 1e-4 and layer["input_grads_differing"] == 0

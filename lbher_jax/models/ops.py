@@ -15,7 +15,7 @@ pooling, how a tie is shared); only how XLA runs them changes. Measured on the 2
   normalisation is a monotone map per channel (increasing or decreasing with the sign of
   scale / std), so each window's output comes from its largest or smallest input. Only the pooled
   map is normalised, and the backward pass is one elementwise pass over the full map (forward +
-  backward, first video layer: 558 -> 221 ms).
+  backward, `benchmarks/blocks.py`: 1.4-4.7x faster per layer).
 
 The convolutions are XLA's own; on CPU they are fast only with the compiler options of
 `lbher_jax.compiler`, which the project's jitted steps use.
