@@ -43,14 +43,20 @@ def max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
   maximum, it is shared among them (flax gives it all to the first). After a ReLU, ties at 0 get
   no gradient either way; ties above 0 are rare.
   """
+  out = None
+  for part in _window_parts(x, window):
+    out = part if out is None else jnp.maximum(out, part)
+  return out
+
+
+def _window_parts(x: jax.Array, window: tuple[int, ...]) -> list[jax.Array]:
+  """One strided slice of x [B, ..., C] per offset inside a pooling window (row-major over the
+  window's axes), each of the pooled shape; trailing positions that fill no window are dropped."""
   if len(window) != x.ndim - 2:
     raise ValueError(f"window {window} does not match input of shape {x.shape}")
   counts = [n // k for n, k in zip(x.shape[1:-1], window)]
-  out = None
-  for offsets in itertools.product(*(range(k) for k in window)):
-    part = x[(slice(None), *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
-    out = part if out is None else jnp.maximum(out, part)
-  return out
+  return [x[(slice(None), *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
+          for offsets in itertools.product(*(range(k) for k in window))]
 
 
 def _example_sums(x: jax.Array) -> jax.Array:
@@ -103,16 +109,15 @@ def _offset_dtype(window: tuple[int, ...]) -> jnp.dtype:
   return jnp.dtype(jnp.int8 if math.prod(window) <= 127 else jnp.int32)
 
 
-def _pool_extreme(x: jax.Array, sign: jax.Array, window: tuple[int, ...]
+def _pool_extreme(x: jax.Array, scale: jax.Array, window: tuple[int, ...]
                   ) -> tuple[jax.Array, jax.Array]:
-  """Per window: the x whose sign * x is largest (the first on ties, as flax's max_pool) and its
-  offset in the window (row-major over the window's axes); `sign` [C] is +1 or -1."""
-  counts = [n // k for n, k in zip(x.shape[1:-1], window)]
+  """Per window and channel: the largest x (the smallest where `scale` [C] < 0; the first on
+  ties, as flax's max_pool) and its offset in the window, numbered as `_window_parts` orders them."""
+  sign = jnp.where(scale < 0, -1.0, 1.0).astype(x.dtype)
   dtype = _offset_dtype(window)
   best = offset = None
-  for i, offsets in enumerate(itertools.product(*(range(k) for k in window))):
-    part = sign * x[(slice(None),
-                     *(slice(o, o + n * k, k) for o, n, k in zip(offsets, counts, window)))]
+  for i, part in enumerate(_window_parts(x, window)):
+    part = sign * part
     if best is None:
       best, offset = part, jnp.zeros(part.shape, dtype)
     else:
@@ -123,7 +128,7 @@ def _pool_extreme(x: jax.Array, sign: jax.Array, window: tuple[int, ...]
 
 
 def _window_offsets(shape: tuple[int, ...], window: tuple[int, ...]) -> jax.Array:
-  """[B, n1, k1, n2, k2, ..., C]: each position's offset in its window, as `_pool_extreme`
+  """[B, n1, k1, n2, k2, ..., C]: each position's offset in its window, as `_window_parts`
   numbers them, for the cropped map viewed with every pooled axis split into (count, window)."""
   dtype = _offset_dtype(window)
   offsets, stride = None, 1
@@ -150,7 +155,7 @@ def batch_norm_relu_pool(x: jax.Array, scale: jax.Array, bias: jax.Array, weight
 def _batch_norm_relu_pool_fwd(x, scale, bias, weight, epsilon, window):
   mean, var = _batch_stats(x, weight)
   inv = jax.lax.rsqrt(var + epsilon)
-  pooled, offset = _pool_extreme(x, jnp.where(scale < 0, -1.0, 1.0).astype(x.dtype), window)
+  pooled, offset = _pool_extreme(x, scale, window)
   h = (pooled - mean) * (inv * scale) + bias
   y = jnp.maximum(h, 0.0)
   return (y.astype(x.dtype), mean, var), (x, pooled, offset, h, scale, weight, mean, inv)
@@ -188,5 +193,5 @@ batch_norm_relu_pool.defvjp(_batch_norm_relu_pool_fwd, _batch_norm_relu_pool_bwd
 def affine_relu_pool(x: jax.Array, mean: jax.Array, scale: jax.Array, bias: jax.Array,
                      window: tuple[int, ...]) -> jax.Array:
   """max_pool(relu((x - mean) * scale + bias), window) with the pooling first (inference)."""
-  pooled, _ = _pool_extreme(x, jnp.where(scale < 0, -1.0, 1.0).astype(x.dtype), window)
+  pooled, _ = _pool_extreme(x, scale, window)
   return jnp.maximum((pooled - mean) * scale + bias, 0.0).astype(x.dtype)
