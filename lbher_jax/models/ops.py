@@ -112,7 +112,7 @@ def _offset_dtype(window: tuple[int, ...]) -> jnp.dtype:
 def _pool_extreme(x: jax.Array, scale: jax.Array, window: tuple[int, ...]
                   ) -> tuple[jax.Array, jax.Array]:
   """Per window and channel: the largest x (the smallest where `scale` [C] < 0; the first on
-  ties, as flax's max_pool) and its offset in the window, numbered as `_window_parts` orders them."""
+  ties, as flax's max_pool) and its offset in the window, in `_window_parts`' order."""
   sign = jnp.where(scale < 0, -1.0, 1.0).astype(x.dtype)
   dtype = _offset_dtype(window)
   best = offset = None
