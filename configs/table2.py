@@ -15,7 +15,6 @@ DIR/table2.md, DIR/table2.csv and DIR/figures/table2.png (lbher_jax/table2.py).
 import ml_collections
 
 from configs import check_variant, default, demo
-from lbher_jax.datasets import demo as demo_corpus
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,9 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(dict(steps=200, warmup_steps=20, eval_every=100))
   if arg == "tiny":
     # Two clips per speaker and emotion, so that a 10 % test split still holds a clip of each
-    # class; another cache directory than configs/demo.py:tiny's corpus.
+    # class (the demo cache keeps one folder per generator setting).
     c.data.demo.clips_per_emotion = 2
-    c.data.root = str(demo_corpus.default_root().with_name("demo-table2-tiny"))
     c.pretrain.update(dict(steps=2, checkpoint_every=2))
     c.train.update(dict(steps=2, log_every=1, eval_every=2))
   c.table2 = ml_collections.ConfigDict(dict(

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lbher_jax import LABELS, datasets, files
+from lbher_jax import LABELS, datasets, files, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
@@ -42,8 +42,9 @@ def settings(config: ml_collections.ConfigDict) -> preprocess_lib.Settings:
 
 def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datasets.Utterance]:
   """The corpus as utterances; statistics go to the log and to WORKDIR/corpus_stats.json."""
-  root = config.data.root or _default_root(config.data.name)
-  utterances, stats = datasets.read_with_stats(config.data.name, root, **reader_options(config))
+  options = reader_options(config)
+  root = config.data.root or _default_root(config.data.name, options)
+  utterances, stats = datasets.read_with_stats(config.data.name, root, **options)
   files.atomic_write_json(workdir / "corpus_stats.json", stats)
   return utterances
 
@@ -56,12 +57,12 @@ def reader_options(config: ml_collections.ConfigDict) -> dict:
   return options
 
 
-def _default_root(name: str) -> str:
+def _default_root(name: str, options: dict) -> str:
   if name != "demo":
     raise datasets.CorpusError(f"config.data.root is empty: say where the {name} corpus is "
                                "(--config.data.root=PATH)")
   from lbher_jax.datasets import demo  # pylint: disable=import-outside-toplevel
-  return str(demo.default_root())
+  return str(demo.default_root(**options))
 
 
 def preprocess(config, utterances, workdir: Path) -> list[dict]:
@@ -191,7 +192,8 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
           for i, p in zip(ids, clip_probs)]
   result = clip_metrics(parts.test, probs)
   result.update(protocol=config.split.protocol, model=config.model.name, leaky=parts.leaky,
-                num_test_segments=len(parts.test))
+                num_test_segments=len(parts.test), stack=provenance.stack(),
+                devices=_devices())
   if heads and config.train.aux_weight > 0:
     # Each stream's own output layer (trained when aux_weight > 0): what audio and video give
     # alone inside this model.
@@ -217,6 +219,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
   """Runs Algorithm 1 (mode "all") or one stage of it in `workdir`, resuming what is done."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  logging.info("software: %s; devices: %s", provenance.describe(provenance.stack()), _devices())
   utterances = read_corpus(config, workdir)
   records = preprocess(config, utterances, workdir)
   if mode == "preprocess":
@@ -252,11 +255,18 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
     pooled = np.sum([np.array(r["confusion_matrix"]) for r in results], axis=0)
     summary = {**metrics_lib.classification_metrics(pooled, LABELS),
                "protocol": config.split.protocol, "model": config.model.name,
-               "leaky": any(r.get("leaky") for r in results),
+               "leaky": any(r.get("leaky") for r in results), "stack": provenance.stack(),
+               "devices": _devices(),
                "aggregate": metrics_lib.aggregate_folds(results), "folds": results}
     files.atomic_write_json(workdir / "results.json", summary)
     report.write_report_md(workdir / "report.md", summary, title="LbHER, all folds")
   return results[0] if len(results) == 1 else None
+
+
+def _devices() -> str:
+  """'4 x cpu (cpu)': how many devices of which kind this process computed on."""
+  devices = jax.devices()
+  return f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
 
 
 def _record_split(fold_dir: Path, parts: Parts) -> None:

@@ -7,12 +7,12 @@ import re
 import subprocess
 
 import imageio_ffmpeg
-import librosa
 import numpy as np
 import pytest
 
 from lbher_jax import LABELS, datasets
 from lbher_jax.datasets import demo
+from lbher_jax.features import audio as audio_features
 
 TINY = dict(num_speakers=2, clips_per_emotion=1, min_duration=1.2, max_duration=2.4)
 
@@ -141,9 +141,27 @@ def test_invalid_parameters_raise(tmp_path):
   assert not (tmp_path / "demo").exists()
 
 
-def test_default_root_follows_lbher_cache(tmp_path, monkeypatch):
+def test_default_root_follows_lbher_cache_and_the_settings(tmp_path, monkeypatch):
   monkeypatch.setenv("LBHER_CACHE", str(tmp_path))
-  assert demo.default_root() == tmp_path / f"demo-v{demo.VERSION}"
+  root = demo.default_root()
+  assert root.parent == tmp_path / f"demo-v{demo.VERSION}"
+  assert demo.default_root(num_speakers=16, clips_per_emotion=3, seed=0) == root
+  others = {demo.default_root(num_speakers=5), demo.default_root(clips_per_emotion=1),
+            demo.default_root(seed=1), demo.default_root(min_duration=1.2),
+            demo.default_root(max_duration=3.5)}
+  assert len(others) == 5 and root not in others
+
+
+def test_two_generator_settings_share_the_cache(tmp_path, monkeypatch):
+  # A corpus made with other settings sits beside the first one instead of being refused.
+  monkeypatch.setenv("LBHER_CACHE", str(tmp_path))
+  first = demo.read(**TINY)
+  second = demo.read(**{**TINY, "clips_per_emotion": 2})
+  assert len(second) == 2 * len(first)
+  more = {**TINY, "clips_per_emotion": 2}
+  assert all(u.video.is_relative_to(demo.default_root(**TINY)) for u in first)
+  assert all(u.video.is_relative_to(demo.default_root(**more)) for u in second)
+  assert demo.read(**TINY) == first  # the first corpus is still there, reused
 
 
 def test_mouth_opens_with_the_loudness_of_the_voice(corpus):
@@ -159,13 +177,26 @@ def test_mouth_opens_with_the_loudness_of_the_voice(corpus):
     assert np.corrcoef(rms, darkness)[0, 1] > 0.5, clip["id"]
 
 
+def _pitch(audio: np.ndarray, sr: int, frame_length: int, hop: int, fmin: float,
+           fmax: float) -> np.ndarray:
+  """Per-frame f0 (Hz) from the peak of the normalised autocorrelation in [1/fmax, 1/fmin]."""
+  padded = np.pad(audio, frame_length // 2)
+  frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop]
+  frames = frames - frames.mean(axis=1, keepdims=True)
+  spectrum = np.fft.rfft(frames, n=2 * frame_length, axis=1)
+  acf = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, :frame_length]
+  lags = np.arange(int(sr / fmax), int(sr / fmin) + 1)
+  best = lags[np.argmax(acf[:, lags] / (acf[:, :1] + 1e-12), axis=1)]
+  return sr / best
+
+
 def _voice_measures(path) -> dict:
   audio = _audio(path)
   hop = 320
-  f0 = librosa.yin(audio, fmin=60, fmax=500, sr=demo.SAMPLE_RATE, frame_length=1024, hop_length=hop)
-  power = np.abs(librosa.stft(audio, n_fft=1024, hop_length=hop)) ** 2
+  f0 = _pitch(audio, demo.SAMPLE_RATE, 1024, hop, fmin=60, fmax=500)
+  power = np.abs(audio_features.stft(audio, 1024, hop)) ** 2
   voiced = power.sum(0) > 0.1 * power.sum(0).max()  # the loud frames: syllable nuclei
-  freqs = librosa.fft_frequencies(sr=demo.SAMPLE_RATE, n_fft=1024)
+  freqs = np.fft.rfftfreq(1024, 1 / demo.SAMPLE_RATE)
   high, low = power[(freqs > 1000) & (freqs < 4000)], power[freqs < 1000]
   return {"db": 10 * np.log10(power[:, voiced].sum(0).mean()),
           "f0": np.median(f0[: len(voiced)][voiced[: len(f0)]]),

@@ -1,8 +1,10 @@
 """The one command, as a user runs it: Algorithm 1 on a tiny demo corpus, resume, predict."""
 
 import csv
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +59,11 @@ def test_all_outputs_follow_the_contract(run):
     assert sum(map(sum, head["confusion_matrix"])) == results["num_test"]
     assert 0 <= head["unweighted_accuracy"] <= 1
   assert "## Each stream's own output layer" in (workdir / "report.md").read_text()
+  # The software stack the figures were computed with, read from the installed packages.
+  assert results["stack"]["jax"] == importlib.metadata.version("jax")
+  assert results["stack"]["numpy"] == np.__version__
+  assert {"flax", "optax", "orbax-checkpoint", "grain", "jaxlib", "platform"} <= set(results["stack"])
+  assert re.fullmatch(r"\d+ x .+ \(cpu\)", results["devices"]), results["devices"]
   with open(workdir / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == results["num_test"]

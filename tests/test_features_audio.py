@@ -93,6 +93,40 @@ def test_smoothing_filter_is_triangular_and_normalised():
   np.testing.assert_allclose(kernel[:, 4] / kernel[2, 4], [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
 
 
+def test_stft_frames_match_a_direct_dft():
+  # Frame t is centred on sample t * hop (zero padding of n_fft // 2) and windowed by the periodic
+  # Hann window; each column is the DFT of that frame, computed here as an explicit sum.
+  n_fft, hop = 64, 16
+  x = np.random.default_rng(0).standard_normal(200).astype(np.float32)
+  spec = audio.stft(x, n_fft, hop)
+  assert spec.shape == (n_fft // 2 + 1, 1 + len(x) // hop) and spec.dtype == np.complex64
+  padded = np.pad(x.astype(np.float64), n_fft // 2)
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+  k, n = np.arange(n_fft // 2 + 1)[:, None], np.arange(n_fft)[None, :]
+  for t in (0, 5, spec.shape[1] - 1):
+    frame = padded[t * hop:t * hop + n_fft] * window
+    expected = (frame * np.exp(-2j * np.pi * k * n / n_fft)).sum(axis=1)
+    np.testing.assert_allclose(spec[:, t], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("length", [0, 5, 999, 4000])
+def test_istft_inverts_stft(length):
+  x = np.random.default_rng(1).standard_normal(length).astype(np.float32)
+  for n_fft, hop in [(256, 64), (512, 128), (1024, 320)]:
+    y = audio.istft(audio.stft(x, n_fft, hop), n_fft, hop, length)
+    assert y.shape == (length,) and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, atol=1e-5)
+
+
+def test_istft_pads_or_trims_to_length():
+  x = np.ones(1000, np.float32)
+  spec = audio.stft(x, 256, 64)
+  np.testing.assert_allclose(audio.istft(spec, 256, 64, 600), x[:600], atol=1e-5)
+  longer = audio.istft(spec, 256, 64, 1500)
+  np.testing.assert_allclose(longer[:1000], x, atol=1e-5)
+  assert longer.shape == (1500,)
+
+
 def test_power_db_fixed_scale():
   # A sine of amplitude A at a bin centre gives |X| = A * n_fft / 4 with a periodic Hann window.
   n_fft, amplitude = 512, 0.1

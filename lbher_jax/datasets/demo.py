@@ -152,10 +152,17 @@ class _Speaker:
             int(np.ceil(y + 0.06 * b + 0.4 * a + 3)))
 
 
-def default_root() -> Path:
-  """Where the demo corpus lives when no root is configured: $LBHER_CACHE or ~/.cache/lbher_jax."""
+def default_root(*, seed: int = 0, num_speakers: int = 16, clips_per_emotion: int = 3,
+                 min_duration: float = 1.5, max_duration: float = 6.0) -> Path:
+  """Where the demo corpus of these generator settings lives when no root is configured.
+
+  One folder per setting under $LBHER_CACHE (or ~/.cache/lbher_jax)/demo-vVERSION/, so corpora
+  made with different settings (configs/demo.py and its :tiny variant) sit side by side.
+  """
   base = os.environ.get("LBHER_CACHE") or Path.home() / ".cache" / "lbher_jax"
-  return Path(base) / f"demo-v{VERSION}"
+  name = (f"{num_speakers}spk-{clips_per_emotion}clips-seed{seed}-"
+          f"{float(min_duration):g}-{float(max_duration):g}s")
+  return Path(base) / f"demo-v{VERSION}" / name
 
 
 def _vary(rng: np.random.Generator, colour, spread: float) -> tuple[int, int, int]:
@@ -526,9 +533,10 @@ def ensure(root: str | Path, *, seed: int = 0, num_speakers: int = 16, clips_per
 def scan(root: str | Path | None = None, **options) -> tuple[list[Utterance], collections.Counter]:
   """Ensures the corpus exists (`options` go to `ensure`) and lists its clips, sorted by id.
 
-  `root` None or "" means `default_root()`. Nothing is ever left out, so the Counter is empty.
+  `root` None or "" means `default_root(**options)`. Nothing is ever left out, so the Counter is
+  empty.
   """
-  root = ensure(root or default_root(), **options)
+  root = ensure(root or default_root(**options), **options)
   manifest = json.loads((root / "demo.json").read_text())
   utterances = []
   for clip in manifest["clips"]:

@@ -213,6 +213,9 @@ def write_report_md(path: str | Path, metrics: Mapping[str, Any], *, title: str,
     lines += ["", "## All folds' test clips together", "", *_metrics_md(pooled)]
   for heading, body in (extra_sections or {}).items():
     lines += [f"## {heading}", "", body.rstrip(), ""]
+  if metrics.get("stack"):
+    lines += ["## Software", "", ", ".join(f"{k} {v}" for k, v in metrics["stack"].items()),
+              *([f"devices: {metrics['devices']}"] if metrics.get("devices") else []), ""]
   files.atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
 
 

@@ -1,12 +1,18 @@
-"""Audio spectrograms as in paper §3.3 (pure numpy / scipy / librosa, no JAX).
+"""Audio spectrograms as in paper §3.3 (pure numpy / scipy, no JAX).
 
 Per utterance: band-pass (1 Hz .. 30 kHz, clipped below Nyquist) -> 3-s segments (or the full
 utterance) -> pad short segments to 3 s with white noise at SNR 1 (or zeros) -> spectral gating
 (paper Figs. 9-11) -> power spectrogram in dB on one fixed absolute scale (+-60 dB, never normalised
 per clip) -> drop the top 60 % of the frequency axis -> resize to 200 x 300, values in [-1, 1].
 
-The dB scale is absolute: 10 log10 |X|^2 of librosa's (unnormalised, Hann) STFT, so a sine of
+The dB scale is absolute: 10 log10 |X|^2 of an unnormalised, periodic-Hann STFT, so a sine of
 amplitude A at a bin centre reads 20 log10(A n_fft / 4) dB, and silence reads -db_limit.
+The floor and ceiling are clipped in the dB domain, so they are exact whatever the platform's
+log10 rounds to (issue 25: float32 log10(1e-6) is one ulp low on some CPUs).
+
+The STFT is written here rather than taken from librosa: librosa compiles numba gufuncs into an
+on-disk cache in site-packages, and concurrent first use by several processes can leave that
+cache inconsistent, which crashes every later process (numba#10128; BUILD_NOTES.md).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import librosa
 import numpy as np
+import scipy.fft
 import scipy.ndimage
 import scipy.signal
 
@@ -123,13 +129,51 @@ def pad_segment(wave: np.ndarray, num_samples: int, pad: str, snr: float,
   return np.concatenate([wave, noise[len(wave):]]).astype(np.float32), noise
 
 
+@functools.lru_cache(maxsize=8)
+def hann(n: int) -> np.ndarray:
+  """Periodic Hann window of length n (float32): the DFT-even window STFTs use."""
+  return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
 def stft(wave: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-  """Complex STFT [1 + n_fft // 2, frames] (Hann window, centred frames), row 0 = 0 Hz."""
-  return librosa.stft(np.asarray(wave, np.float32), n_fft=n_fft, hop_length=hop_length)
+  """Complex64 STFT [1 + n_fft // 2, frames] (periodic Hann, centred frames), row 0 = 0 Hz.
+
+  The wave is zero-padded by n_fft // 2 on both sides and framed every hop_length samples, so
+  frame t is centred on sample t * hop_length; frames = 1 + len(wave) // hop_length.
+  """
+  half = n_fft // 2
+  padded = np.pad(np.asarray(wave, np.float32), half)
+  if len(padded) < n_fft:
+    padded = np.pad(padded, (0, n_fft - len(padded)))
+  frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+  return scipy.fft.rfft(frames * hann(n_fft), axis=-1).T.astype(np.complex64)
+
+
+def istft(spec: np.ndarray, n_fft: int, hop_length: int, length: int) -> np.ndarray:
+  """Inverse of `stft` by weighted overlap-add: float32 wave of `length` samples.
+
+  Each frame's inverse FFT is windowed again and the sum is divided by the summed squared window
+  (the least-squares inverse), so istft(stft(x)) == x up to rounding wherever a window covers x.
+  """
+  half = n_fft // 2
+  window = hann(n_fft).astype(np.float64)
+  n_frames = min(spec.shape[1], -(-(length + 2 * half) // hop_length))
+  frames = scipy.fft.irfft(np.asarray(spec[:, :n_frames], np.complex128).T, n=n_fft, axis=-1)
+  total = n_fft + hop_length * (n_frames - 1)
+  out, weight = np.zeros(total), np.zeros(total)
+  for t in range(n_frames):
+    out[t * hop_length:t * hop_length + n_fft] += frames[t] * window
+    weight[t * hop_length:t * hop_length + n_fft] += window ** 2
+  covered = weight > np.finfo(np.float32).tiny
+  out[covered] /= weight[covered]
+  out = out[half:half + length]
+  return np.pad(out, (0, length - len(out))).astype(np.float32)
 
 
 def _db(power: np.ndarray, floor_db: float) -> np.ndarray:
-  return 10.0 * np.log10(np.maximum(power, 10.0 ** (floor_db / 10.0)))
+  """10 log10 power, floored at exactly floor_db (clipped after the log, not before)."""
+  tiny = np.asarray(10.0 ** (floor_db / 10.0 - 1.0), power.dtype)
+  return np.maximum(10.0 * np.log10(np.maximum(power, tiny)), np.asarray(floor_db, power.dtype))
 
 
 def _power(spec: np.ndarray) -> np.ndarray:
@@ -138,7 +182,8 @@ def _power(spec: np.ndarray) -> np.ndarray:
 
 def power_db(spec: np.ndarray, db_limit: float) -> np.ndarray:
   """10 log10 |spec|^2 on the fixed absolute scale (ref 1), clipped to [-db_limit, db_limit]."""
-  return np.minimum(_db(_power(spec), -db_limit), db_limit)
+  with np.errstate(over="ignore"):  # a power beyond float32 is inf, then clipped to the ceiling
+    return np.minimum(_db(_power(spec), -db_limit), db_limit)
 
 
 def smoothing_filter(n_freq: int = 2, n_time: int = 4) -> np.ndarray:
@@ -201,7 +246,7 @@ def spectral_gate_stages(wave: np.ndarray, n_fft: int, hop_length: int,
   spec, signal_db, mean, std, threshold, mask = _gate(wave, n_fft, hop_length, noise, n_std,
                                                       quiet_fraction)
   masked = spec * mask
-  recovered = librosa.istft(masked, hop_length=hop_length, n_fft=n_fft, length=len(wave))
+  recovered = istft(masked, n_fft, hop_length, len(wave))
   return GateStages(signal_db=signal_db, noise_mean_db=mean, noise_std_db=std,
                     threshold_db=threshold, smoothing_filter=smoothing_filter(), mask=mask,
                     masked_db=_db(_power(masked), _GATE_FLOOR_DB), recovered=recovered,
@@ -213,7 +258,7 @@ def spectral_gate(wave: np.ndarray, n_fft: int, hop_length: int, noise: np.ndarr
   """Denoised waveform (same length); see `spectral_gate_stages`."""
   wave = np.asarray(wave, np.float32)
   spec, *_, mask = _gate(wave, n_fft, hop_length, noise, n_std, quiet_fraction)
-  return librosa.istft(spec * mask, hop_length=hop_length, n_fft=n_fft, length=len(wave))
+  return istft(spec * mask, n_fft, hop_length, len(wave))
 
 
 def crop_top(spec: np.ndarray, fraction: float) -> np.ndarray:
@@ -259,7 +304,8 @@ def spectrogram(wave: np.ndarray, params: AudioParams,
   if params.denoise:
     wave = spectral_gate(wave, params.n_fft, params.hop_length, noise)
   spec = crop_top(stft(wave, params.n_fft, params.hop_length), params.top_crop)
-  return resize(power_db(spec, params.db_limit) / params.db_limit, params.height, params.width)
+  scaled = resize(power_db(spec, params.db_limit) / params.db_limit, params.height, params.width)
+  return np.clip(scaled, np.float32(-1.0), np.float32(1.0))
 
 
 def spectrogram_segments(wave: np.ndarray, params: AudioParams,
