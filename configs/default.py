@@ -23,6 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.workers = 2               # preprocessing processes
   c.data.per_shard = 16            # utterances per shard
   c.data.loader_workers = 0        # Grain worker processes (0 = in the training process)
+  # Seed of the padding noise drawn in preprocessing (and predict). Separate from `seed`, which
+  # drives the split, initialisation, data order and augmentation, so that every seed of a sweep
+  # shares one set of shards.
+  c.data.noise_seed = 0
 
   # Paper §3.3; fields are those of features.audio.AudioParams.
   c.audio = ml_collections.ConfigDict(dict(
@@ -49,15 +53,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.split.balance = "resample"     # resample (paper: repeat minority, cut majority) | none
   c.split.per_class = 0            # 0 = the largest class's count after the split
   c.split.leaky_paper_oversampling = False   # paper's order (oversample, then split): leaky!
+  # Semi-supervised (paper §3.5): fine-tuning reads the labels of only this class-stratified
+  # fraction of the training clips; pre-training sees every training clip (needs
+  # pretrain.use_labels=False, so that it reads none of their labels).
+  c.split.label_fraction = 1.0
 
   c.model = default_model_config("hybrid", "paper")
 
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=2000, batch_size=32, lr=3e-4, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0,
-      margin=1.0, pair_proportions=(0.5, 0.25, 0.25), log_every=50, checkpoint_every=500))
+      margin=1.0, pair_proportions=(0.5, 0.25, 0.25), loss="margin", temperature=0.1,
+      use_labels=True,
+      log_every=50, checkpoint_every=500))
   c.train = ml_collections.ConfigDict(dict(
       steps=4000, batch_size=32, lr=3e-4, warmup_steps=200, weight_decay=1e-4, clip_norm=1.0,
       aux_weight=1.0, log_every=50, eval_every=500, keep_checkpoints=3))
   # Which fine-tuned checkpoint evaluate/predict use: "best" by validation UA, or "latest".
   c.eval = ml_collections.ConfigDict(dict(batch_size=64, checkpoint="best"))
+  # --mode sweep (lbher_jax/sweep.py): every model x protocol x seed x fold (split.fold=-1: all
+  # folds). No models = the config's model; no protocols = the config's own split; protocol keys
+  # are sweep.PROTOCOLS' (speaker, 90-10, 80-20, 70-30, paper-80-20).
+  c.sweep = ml_collections.ConfigDict(dict(models=(), protocols=(), seeds=(0, 1, 2)))
   return c

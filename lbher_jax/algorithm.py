@@ -22,6 +22,7 @@ from lbher_jax import LABELS, datasets, files, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
+from lbher_jax.evaluation import correspondence
 from lbher_jax.evaluation import metrics as metrics_lib
 from lbher_jax.evaluation import plots, report
 from lbher_jax.features import audio as audio_features
@@ -37,7 +38,7 @@ SHARDS = "shards"
 def settings(config: ml_collections.ConfigDict) -> preprocess_lib.Settings:
   return preprocess_lib.Settings(
       audio=audio_features.AudioParams(**config.audio.to_dict()),
-      video=video_features.VideoParams(**config.video.to_dict()), seed=config.seed)
+      video=video_features.VideoParams(**config.video.to_dict()), seed=config.data.noise_seed)
 
 
 def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datasets.Utterance]:
@@ -69,19 +70,21 @@ def preprocess(config, utterances, workdir: Path) -> list[dict]:
   """D' <- Preprocess(D): shards of spectrogram segments and face frames (paper §3.3, §3.4)."""
   corpus = {"name": config.data.name, "root": str(config.data.root),
             "options": reader_options(config)}
-  preprocess_lib.preprocess(utterances, workdir / SHARDS, settings(config), corpus=corpus,
+  preprocess_lib.preprocess(utterances, _shards_dir(workdir), settings(config), corpus=corpus,
                             workers=config.data.workers, per_shard=config.data.per_shard,
                             rejects_path=workdir / "rejects.jsonl")
-  return preprocess_lib.load_records(workdir / SHARDS)
+  return preprocess_lib.load_records(_shards_dir(workdir))
 
 
 @dataclasses.dataclass(frozen=True)
 class Parts:
-  """Row records of each side of one split (training rows already balanced)."""
+  """Row records of each side of one split (training rows already balanced). `pretrain` are the
+  rows contrastive pre-training reads: every training clip, labeled or not."""
   train: list[dict]
   val: list[dict]
   test: list[dict]
   leaky: bool
+  pretrain: list[dict]
 
 
 def split(config, utterances, records: list[dict], fold: int) -> Parts:
@@ -95,15 +98,24 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
       leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None,
       test_speakers=tuple(s.test_speakers))
   label = {u.id: u.label for u in usable}
-  train_ids = parts.train
+  pretrain_ids = train_ids = parts.train
+  if s.label_fraction < 1:
+    # Semi-supervised: fine-tuning reads the labels of this stratified part of the training
+    # clips only; pre-training sees them all, unlabeled and unbalanced.
+    train_ids = splits_lib.labeled_subset(train_ids, [label[i] for i in train_ids],
+                                          s.label_fraction, seed=config.seed)
   if not parts.leaky:
-    train_ids = splits_lib.balance(train_ids, [label[i] for i in train_ids], method=s.balance,
-                                   per_class=s.per_class or None, seed=config.seed)
+    balance = lambda ids: splits_lib.balance(ids, [label[i] for i in ids], method=s.balance,
+                                             per_class=s.per_class or None, seed=config.seed)
+    train_ids = balance(train_ids)
+    if s.label_fraction == 1:
+      pretrain_ids = train_ids
   by_utt: dict[str, list[dict]] = {}
   for r in records:
     by_utt.setdefault(r["utt"], []).append(r)
   rows = lambda ids: [r for i in ids for r in by_utt[i]]
-  return Parts(rows(train_ids), rows(parts.val), rows(parts.test), parts.leaky)
+  return Parts(rows(train_ids), rows(parts.val), rows(parts.test), parts.leaky,
+               rows(pretrain_ids))
 
 
 def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "finetune")):
@@ -111,6 +123,7 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   model = get_model(config.model)
   shards_dir = _shards_dir(workdir)
   source = loader_lib.source_from_records(shards_dir, parts.train)
+  pretrain_source = loader_lib.source_from_records(shards_dir, parts.pretrain)
   augment_params = augment.AugmentParams(**config.augment.to_dict())
   variables = None
   pretrains = config.model.name == "hybrid" and config.pretrain.steps > 0
@@ -118,11 +131,20 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   # pre-training phase then only restores its last checkpoint.
   if pretrains and ("pretrain" in phases
                     or loop.finished_step(workdir, "pretrain") == config.pretrain.steps):
+    val_rows, last = parts.val, {}
+    def validate_pretrain(state):   # held-out audio-visual correspondence, every checkpoint
+      m = pretraining_metrics(model, state, shards_dir, val_rows, mesh, config.eval.batch_size)
+      last.update({f"val_{k}": m[k] for k in CORRESPONDENCE_KEYS if m[k] is not None})
+      return dict(last)
     state = loop.run_phase(
-        phase=_phase("pretrain", config.pretrain), model=model, mesh=mesh, source=source,
+        phase=_phase("pretrain", config.pretrain), model=model, mesh=mesh,
+        source=pretrain_source,
         augment_params=augment_params, workdir=workdir, seed=config.seed,
+        validate=validate_pretrain if val_rows else None,
         loader_workers=config.data.loader_workers)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if last:
+      _warn_if_collapsed(last, "validation")
   if "finetune" not in phases:
     return None
   if variables is not None:
@@ -142,6 +164,36 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
       phase=_phase("finetune", config.train), model=model, mesh=mesh, source=source,
       augment_params=augment_params, workdir=workdir, seed=config.seed, validate=validate,
       init_variables=variables, loader_workers=config.data.loader_workers)
+
+
+CORRESPONDENCE_KEYS = ("auc_all", "auc_same_emotion", "top1_all", "top1_same_emotion",
+                       "candidates")
+
+
+def pretraining_metrics(model, state, shards_dir: Path, rows: list[dict], mesh,
+                        batch_size: int) -> dict:
+  """Audio-visual correspondence of `rows` under the model's current weights
+  (evaluation/correspondence.py), plus the unit-embedding distances for the figure."""
+  source = loader_lib.source_from_records(shards_dir, rows)
+  audio, video = loop.embeddings(model, state, source, mesh, batch_size)
+  labels = np.array([r["label_id"] for r in rows])
+  clips = np.array([r["utt"] for r in rows])
+  result = correspondence.correspondence(audio, video, labels, clips)
+  d = correspondence.distances(audio, video)
+  other = clips[:, None] != clips[None, :]
+  same = labels[:, None] == labels[None, :]
+  result["_distances"] = {"positive": np.diag(d), "negative": d[other & ~same],
+                          "negative_same_emotion": d[other & same]}
+  return result
+
+
+def _warn_if_collapsed(metrics: dict, where: str) -> None:
+  auc = metrics.get("val_auc_all", metrics.get("auc_all"))
+  if auc is not None and auc < correspondence.COLLAPSE_AUC:
+    logging.warning("pretrain: collapsed: on the %s speakers a clip's own video is no nearer "
+                    "to its audio than other clips' videos (auc_all %.3f < %.2f; chance 0.5), "
+                    "so pre-training learned no audio-visual correspondence", where, auc,
+                    correspondence.COLLAPSE_AUC)
 
 
 def _phase(name: str, c) -> loop.PhaseConfig:
@@ -194,6 +246,16 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   result.update(protocol=config.split.protocol, model=config.model.name, leaky=parts.leaky,
                 num_test_segments=len(parts.test), stack=provenance.stack(),
                 devices=_devices())
+  distances = None
+  if (config.model.name == "hybrid" and config.pretrain.steps > 0
+      and loop.finished_step(workdir, "pretrain") is not None):
+    pretrained = loop.restore_for_inference(model, mesh, workdir, batch_shapes, phase="pretrain",
+                                            prefer_best=False)
+    m = pretraining_metrics(model, pretrained, _shards_dir(workdir), parts.test, mesh,
+                            config.eval.batch_size)
+    distances = m.pop("_distances")
+    result["pretraining"] = m
+    _warn_if_collapsed(m, "test")
   if heads and config.train.aux_weight > 0:
     # Each stream's own output layer (trained when aux_weight > 0): what audio and video give
     # alone inside this model.
@@ -211,6 +273,8 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
     plots.plot_per_class(result, figures / "per_class.png")
     if (workdir / "metrics.jsonl").exists():
       plots.plot_training_curves(workdir / "metrics.jsonl", figures / "training_curves.png")
+    if distances is not None:
+      plots.plot_pair_distances(distances, figures / "pretraining_distances.png")
     report.write_report_md(workdir / "report.md", result, title=f"LbHER {config.model.name}")
   return result
 

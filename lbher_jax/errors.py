@@ -21,6 +21,10 @@ def check_config(config) -> None:
   if tuple(m.frames) != (v.frames_per_segment, v.height, v.width):
     raise ConfigError(f"model.frames {tuple(m.frames)} must equal (video.frames_per_segment, "
                       f"video.height, video.width) = {(v.frames_per_segment, v.height, v.width)}")
+  if config.split.label_fraction < 1 and config.pretrain.use_labels and config.pretrain.steps:
+    raise ConfigError("split.label_fraction < 1 needs pretrain.use_labels=False: pre-training "
+                      "sees every training clip and must not read the labels fine-tuning may "
+                      "not see")
   if m.name == "hybrid" and m.detach_joint and config.train.aux_weight <= 0:
     raise ConfigError("model.detach_joint needs train.aux_weight > 0: the streams learn only "
                       "from their own output layers")

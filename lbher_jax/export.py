@@ -159,7 +159,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   example = {k: x for k, x in predict.example_batch(config).items() if k in inputs}
   export_model(probabilities, {"params": state.params, "batch_stats": state.batch_stats}, example,
                path, preprocessing={"audio": config.audio, "video": config.video,
-                                    "seed": config.seed}, source=source)
+                                    "seed": config.data.noise_seed}, source=source)
   print(f"exported {config.model.name} (step {source['step']}) to {path}: {MODEL_FILE}, "
         f"{META_FILE}")
   return path

@@ -1,9 +1,9 @@
 """Command line: python -m lbher_jax.main --config configs/NAME.py --workdir DIR [--mode MODE].
 
 Modes: all (Algorithm 1 end to end, the default), preprocess, pretrain, train, evaluate, predict,
-export. A config with a `table2` field (configs/table2.py) runs the first five over Table 2's
-models and protocols. Only wiring lives here; the work is in algorithm.py, table2.py, predict.py
-and export.py.
+export, and sweep (Algorithm 1 for every model x protocol x seed x fold of `config.sweep`, with
+intervals and paired tests; configs/table2.py is one). Only wiring lives here; the work is in
+algorithm.py, sweep.py, predict.py and export.py.
 """
 
 import logging as std_logging
@@ -17,7 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for shards, checkpoints and results.")
 _MODE = flags.DEFINE_enum("mode", "all",
                           ["all", "preprocess", "pretrain", "train", "evaluate", "predict",
-                           "export"],
+                           "export", "sweep"],
                           "Which part of Algorithm 1 to run, or predict / export with its model.")
 _VIDEO = flags.DEFINE_multi_string("video", [], "--mode predict: video file(s) or directories.")
 _OUTPUT = flags.DEFINE_string("output", None, "--mode predict: JSON file (one video) or folder; "
@@ -58,9 +58,9 @@ def main(argv):
     if _MODE.value == "export":
       from lbher_jax import export  # pylint: disable=import-outside-toplevel
       export.run(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)
-    elif "table2" in _CONFIG.value:
-      from lbher_jax import table2  # pylint: disable=import-outside-toplevel
-      table2.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    elif _MODE.value == "sweep":
+      from lbher_jax import sweep  # pylint: disable=import-outside-toplevel
+      sweep.run(_CONFIG.value, _WORKDIR.value)
     else:
       from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
       algorithm.run(_CONFIG.value, _WORKDIR.value, _MODE.value)

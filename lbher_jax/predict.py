@@ -262,7 +262,7 @@ def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bo
   summary, failures, began = [], 0, time.perf_counter()
   for i, f in enumerate(paths, 1):
     try:
-      result = predict_video(f, classify, audio_params, video_params, seed=config.seed)
+      result = predict_video(f, classify, audio_params, video_params, seed=config.data.noise_seed)
       target = Path(output) if (single and output) else out_dir / f"{f.stem}.json"
       target.parent.mkdir(parents=True, exist_ok=True)
       files.atomic_write_text(target, json.dumps(result, indent=1))

@@ -52,6 +52,7 @@ def test_fer_av_trains_the_hybrid_detached_without_pretraining():
     ({"video.frames_per_segment": 8}, r"model.frames \(4, 12, 16\) must equal .* = \(8, 12, 16\)"),
     ({"model.detach_joint": True, "train.aux_weight": 0.0},
      r"model.detach_joint needs train.aux_weight > 0"),
+    ({"split.label_fraction": 0.1}, r"split.label_fraction < 1 needs pretrain.use_labels=False"),
 ])
 def test_contradictory_settings_are_refused(overrides, message):
   config = _config("demo", "tiny")

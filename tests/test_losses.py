@@ -154,3 +154,29 @@ def test_segments_of_the_same_clip_are_never_negatives():
   _, _, pair_weight, _ = losses.make_pairs(jnp.array([2, 2, 3]), jnp.array([0, 0, 1]),
                                            jnp.ones(3), jax.random.key(0), (0.0, 0.0, 1.0))
   np.testing.assert_array_equal(pair_weight, [0.0, 0.0, 0.0])
+
+
+def test_info_nce_by_hand():
+  # Unit embeddings at angles: audio 0 = (1, 0), audio 1 = (0, 1); video 0 = (1, 0),
+  # video 1 = (0.6, 0.8). Similarities [[1, 0.6], [0, 0.8]] / T with T = 0.5.
+  a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  v = jnp.array([[1.0, 0.0], [0.6, 0.8]])
+  s = np.array([[1.0, 0.6], [0.0, 0.8]]) / 0.5
+  row = lambda i: -s[i, i] + np.log(np.exp(s[i]).sum())            # audio i picks video i
+  col = lambda j: -s[j, j] + np.log(np.exp(s[:, j]).sum())         # video j picks audio j
+  expected = np.mean([(row(0) + col(0)) / 2, (row(1) + col(1)) / 2])
+  got = losses.info_nce(a, v, jnp.array([0, 1]), jnp.ones(2), 0.5)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_info_nce_ignores_padding_and_the_same_clip():
+  a = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+  v = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+  two = losses.info_nce(a[:2], v[:2], jnp.array([0, 1]), jnp.ones(2), 0.5)
+  # A padding row changes nothing; nor does a third row of clip 0 (never a candidate of row 0).
+  padded = losses.info_nce(a, v, jnp.array([0, 1, 2]), jnp.array([1.0, 1.0, 0.0]), 0.5)
+  np.testing.assert_allclose(padded, two, rtol=1e-6)
+  alone = losses.info_nce(a[:1], v[:1], jnp.array([0]), jnp.ones(1), 0.5)
+  same_clip = losses.info_nce(a[jnp.array([0, 2])], v[jnp.array([0, 2])], jnp.array([0, 0]), jnp.ones(2), 0.5)
+  np.testing.assert_allclose(alone, 0.0, atol=1e-6)
+  np.testing.assert_allclose(same_clip, 0.0, atol=1e-6)

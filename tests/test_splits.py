@@ -222,3 +222,40 @@ def test_fixed_test_speakers_give_one_fold_on_exactly_those_speakers():
     splits.make_split(utterances, protocol="random", test_speakers=fixed)
   with pytest.raises(ValueError, match="fold 1 out of range"):
     splits.make_split(utterances, fold=1, test_speakers=fixed)
+
+
+def test_labeled_subset_is_stratified_seeded_and_nested_in_the_ids():
+  ids = [f"u{i:02d}" for i in range(40)]
+  labels = ["happy"] * 20 + ["sad"] * 12 + ["anger"] * 8
+  sub = splits.labeled_subset(ids, labels, 0.25, seed=3)
+  by = dict(zip(ids, labels))
+  counts = collections.Counter(by[i] for i in sub)
+  assert counts == {"happy": 5, "sad": 3, "anger": 2}
+  assert sub == sorted(sub) and set(sub) <= set(ids)
+  assert splits.labeled_subset(ids, labels, 0.25, seed=3) == sub
+  assert splits.labeled_subset(ids, labels, 0.25, seed=4) != sub
+  assert splits.labeled_subset(ids, labels, 0.01, seed=0) and len(
+      splits.labeled_subset(ids, labels, 0.01, seed=0)) == 3      # at least one per class
+  assert splits.labeled_subset(ids, labels, 1.0) == ids
+  with pytest.raises(ValueError):
+    splits.labeled_subset(ids, labels, 0.0)
+
+
+def test_label_fraction_limits_fine_tuning_not_pre_training():
+  from configs import demo as demo_config  # pylint: disable=import-outside-toplevel
+  from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
+  c = demo_config.get_config("tiny")
+  utts = [Utterance(id=f"s{s}_{e}_{k}", video=None, audio=Path("x.wav"), start=None, end=None,
+                    label=e, speaker=f"s{s}") for s in range(6) for e in LABELS for k in range(5)]
+  records = [{"utt": u.id, "label_id": LABELS.index(u.label), "label": u.label,
+              "speaker": u.speaker} for u in utts]
+  full = algorithm.split(c, utts, records, 0)
+  c.split.label_fraction = 0.2
+  part = algorithm.split(c, utts, records, 0)
+  assert {r["utt"] for r in part.pretrain} == {r["utt"] for r in full.pretrain}
+  labeled = {r["utt"] for r in part.train}
+  assert labeled < {r["utt"] for r in full.train}
+  per_class = collections.Counter(r["label"] for r in part.train)
+  clips_per_class = len({r["utt"] for r in full.train}) // 4
+  assert set(per_class.values()) == {round(0.2 * clips_per_class)}   # balanced, a fifth
+  assert part.test == full.test and part.val == full.val

@@ -108,6 +108,26 @@ def num_folds_for(utterances: Sequence[Utterance], protocol: str = "speaker",
   return len(_speaker_groups(utterances, num_folds, seed=0))
 
 
+def labeled_subset(ids: Sequence[str], labels: Sequence[Hashable], fraction: float,
+                   seed: int = 0) -> list[str]:
+  """A seeded, class-stratified `fraction` of `ids` (sorted): round(fraction * n) of each class's
+  n ids, at least one. The ids whose labels fine-tuning may read when only part is labeled."""
+  if not 0 < fraction <= 1:
+    raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+  if fraction == 1:
+    return sorted(ids)
+  by_label = collections.defaultdict(list)
+  for i, label in zip(ids, labels):
+    by_label[label].append(i)
+  rng = np.random.default_rng(seed)
+  out = []
+  for label in sorted(by_label):
+    members = sorted(by_label[label])
+    keep = max(1, int(round(fraction * len(members))))
+    out += [members[k] for k in rng.permutation(len(members))[:keep]]
+  return sorted(out)
+
+
 def balance(ids: Sequence[str], labels: Sequence[Hashable], *, method: str = "resample",
             per_class: int | None = None, seed: int = 0) -> list[str]:
   """The paper's balancing: every class brought to `per_class` ids (sorted result).

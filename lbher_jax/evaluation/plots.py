@@ -92,32 +92,57 @@ def _read_records(source: str | Path | Iterable[Mapping[str, Any]]) -> list[Mapp
 
 def plot_training_curves(records: str | Path | Iterable[Mapping[str, Any]],
                          path: str | Path) -> None:
-  """Loss, accuracy (train and validation UA) and learning rate against step, one line per phase.
+  """Loss, accuracy (train and validation UA; pre-training's validation correspondence AUCs) and
+  learning rate against step, one line per phase.
 
   `records` is a metrics.jsonl path or its records: {"phase", "step", "loss", optional
-  "accuracy", "lr", "val_unweighted_accuracy"}; a record lacking a key adds no point there.
+  "accuracy", "lr", "val_unweighted_accuracy", "val_auc_all", "val_auc_same_emotion"}; a record
+  lacking a key adds no point there.
   """
   records = _read_records(records)
   phases = list(dict.fromkeys(r.get("phase", "train") for r in records))
   fig = _figure(CURVES_SIZE)
   panels = dict(zip(("loss", "accuracy", "lr"), fig.subplots(1, 3)))
   series = [("loss", "loss", "-"), ("accuracy", "accuracy", "-"),
-            ("accuracy", "val_unweighted_accuracy", "--"), ("lr", "lr", "-")]
+            ("accuracy", "val_unweighted_accuracy", "--"), ("accuracy", "val_auc_all", ":"),
+            ("accuracy", "val_auc_same_emotion", "-."), ("lr", "lr", "-")]
+  suffix = {"val_unweighted_accuracy": " val UA", "val_auc_all": " val AUC (all)",
+            "val_auc_same_emotion": " val AUC (same emotion)"}
   for colour, phase in enumerate(phases):
     mine = [r for r in records if r.get("phase", "train") == phase]
     for panel, key, style in series:
       points = [(r["step"], r[key]) for r in mine if r.get(key) is not None]
       if points:
         x, y = zip(*points)
-        label = phase if key != "val_unweighted_accuracy" else f"{phase} val UA"
+        label = phase + suffix.get(key, "")
         panels[panel].plot(x, y, style, color=f"C{colour}", label=label)
   for name, ax in panels.items():
     ax.set_xlabel("step")
-    ax.set_title({"loss": "loss", "accuracy": "accuracy", "lr": "learning rate"}[name])
+    ax.set_title({"loss": "loss", "accuracy": "accuracy / correspondence AUC",
+                  "lr": "learning rate"}[name])
     if ax.lines:
       ax.legend(fontsize="small")
     else:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+  _save(fig, path)
+
+
+def plot_pair_distances(distances: Mapping[str, np.ndarray], path: str | Path) -> None:
+  """Histograms of the unit-embedding audio-video distances of positive pairs (a segment's own
+  video), negatives of another emotion and negatives of the same emotion (other clips)."""
+  fig = _figure((7.0, 4.0))
+  ax = fig.subplots()
+  bins = np.linspace(0.0, 2.0, 41)
+  for key, title in (("positive", "own video (positive)"),
+                     ("negative", "other clip, other emotion"),
+                     ("negative_same_emotion", "other clip, same emotion")):
+    values = np.asarray(distances.get(key, []))
+    if values.size:
+      ax.hist(values, bins, density=True, histtype="step", linewidth=1.5,
+              label=f"{title} (n = {values.size})")
+  ax.set_xlabel("distance between unit audio and video embeddings")
+  ax.set_ylabel("density")
+  ax.legend(fontsize="small")
   _save(fig, path)
 
 
@@ -152,7 +177,9 @@ def plot_table2(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     for i, (p, p_title) in enumerate(protocols):
       values = [cells.get((m, p), {}).get(key) for m, _ in models]
       bars = ax.bar(x + (i - (len(protocols) - 1) / 2) * width,
-                    [np.nan if v is None else v for v in values], width, label=p_title)
+                    [np.nan if v is None else v for v in values], width, label=p_title,
+                    yerr=_error_bars(values, [cells.get((m, p), {}).get(f"{key}_ci95")
+                                              for m, _ in models]), capsize=2)
       ax.bar_label(bars, ["" if v is None else f"{v:.2f}" for v in values], fontsize="x-small")
     ax.set_xticks(x, [title.replace(" (", "\n(") for _, title in models], fontsize="small")
     ax.set_xlim(-0.5, len(models) - 0.5)
@@ -160,6 +187,36 @@ def plot_table2(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     ax.set_title(title)
   fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(protocols),
              fontsize="small")
+  _save(fig, path)
+
+
+def _error_bars(means, intervals) -> np.ndarray:
+  """[2, N] distances below / above each mean for matplotlib's yerr (0 where no interval)."""
+  out = np.zeros((2, len(means)))
+  for j, (mean, ci) in enumerate(zip(means, intervals)):
+    if mean is not None and ci is not None:
+      out[:, j] = mean - ci[0], ci[1] - mean
+  return out
+
+
+def plot_sweep(summary: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
+  """Each arm's mean accuracy, unweighted accuracy and macro-F1 with their 95 % intervals
+  (sweep.json's summary); an arm of one seed has no error bar."""
+  arms = list(summary)
+  keys = (("accuracy", "accuracy (WA)"), ("unweighted_accuracy", "unweighted accuracy"),
+          ("macro_f1", "macro-F1"))
+  fig = _figure((max(6.0, 1.2 * len(arms) + 2.0), 4.0))
+  ax = fig.subplots()
+  x, width = np.arange(len(arms)), 0.8 / len(keys)
+  for i, (key, title) in enumerate(keys):
+    means = [summary[a][key]["mean"] for a in arms]
+    ax.errorbar(x + (i - 1) * width, means, fmt="o", capsize=3, label=title,
+                yerr=_error_bars(means, [summary[a][key]["ci95"] for a in arms]))
+  ax.set_xticks(x, arms, rotation=20, ha="right", fontsize="small")
+  ax.set_ylim(0.0, 1.0)
+  ax.set_ylabel("mean over seeds, 95 % interval")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize="small")
   _save(fig, path)
 
 

@@ -195,6 +195,20 @@ def write_report_md(path: str | Path, metrics: Mapping[str, Any], *, title: str,
                                                           "macro_f1", "weighted_f1"))]
                         for name, m in (("model output", metrics), *metrics["heads"].items())])
     lines.append("")
+  if metrics.get("pretraining"):
+    p = metrics["pretraining"]
+    lines += ["## Contrastive pre-training: audio-visual correspondence", "",
+              "Test speakers, pre-trained weights: how each segment's audio ranks its own video "
+              "against other clips' videos (AUC chance 0.5; top-1 chance 1 / (1 + candidates))."
+              + (" **Collapsed: no correspondence was learned.**" if p.get("collapsed") else ""),
+              ""]
+    num = lambda v: "–" if v is None else f"{v:.3f}"
+    lines += _md_table(["against", "AUC", "top-1", "candidates"],
+                       [["all other clips", num(p["auc_all"]), num(p["top1_all"]),
+                         f"{p['candidates']:.1f}"],
+                        ["same emotion only", num(p["auc_same_emotion"]),
+                         num(p["top1_same_emotion"]), f"{p['candidates_same_emotion']:.1f}"]])
+    lines.append("")
   if "aggregate" in metrics:
     lines += [f"## Over {len(folds) or 'the'} folds", "",
               "Mean ± sample standard deviation (ddof = 1) over folds.", ""]
@@ -241,17 +255,24 @@ def _cell(row: Mapping[str, Any] | None) -> str:
   if row is None:
     return "–"
   ua = row.get("unweighted_accuracy")
-  return f"{row['accuracy']:.3f}" + ("" if ua is None else f" / {ua:.3f}")
+  return (_value(row["accuracy"], row.get("accuracy_ci95"))
+          + ("" if ua is None else f" / {_value(ua, row.get('unweighted_accuracy_ci95'))}"))
+
+
+def _value(mean: float, ci95: Sequence[float] | None) -> str:
+  return f"{mean:.3f}" + ("" if ci95 is None else f" [{ci95[0]:.3f}, {ci95[1]:.3f}]")
 
 
 def table2_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
   """Table 2 as Markdown: one row per model, one column per protocol, cells "accuracy / UA".
 
-  `rows` are {"model", "protocol", "accuracy", "unweighted_accuracy" (optional)}, one per run;
-  protocol keys are those of `TABLE2_PROTOCOLS`.
+  `rows` are {"model", "protocol", "accuracy", "unweighted_accuracy" (optional),
+  "accuracy_ci95" / "unweighted_accuracy_ci95" (optional [lo, hi], shown after the mean)}, one
+  per cell; protocol keys are those of `TABLE2_PROTOCOLS`.
   """
   models, protocols, cells = table2_grid(rows)
-  lines = ["Cells: accuracy / unweighted accuracy (mean per-class recall); – = not run.", ""]
+  lines = ["Cells: accuracy / unweighted accuracy (mean per-class recall), each with its 95 % "
+           "interval where there is one; – = not run.", ""]
   lines += _md_table(["Model", *(title for _, title in protocols)],
                      [[title, *(_cell(cells.get((m, p))) for p, _ in protocols)]
                       for m, title in models])

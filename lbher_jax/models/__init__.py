@@ -64,6 +64,9 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
       of their mirror images (for models trained with mirrored faces; training is unchanged).
     detach_joint: hybrid only: the joint output layer gets no gradient into the streams, which
       then learn only from their own output layers (needs config.train.aux_weight > 0).
+    projection_dim: hybrid only: 0 = the contrastive loss compares the streams' last hidden
+      layers (the paper); > 0 = it compares a linear projection of each (no ReLU) of this width,
+      used only by pre-training.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
@@ -77,6 +80,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.dtype = "float32"
   config.mirror_faces_at_test = False
   config.detach_joint = False
+  config.projection_dim = 0
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -103,7 +107,8 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
-      mirror_at_test=c.mirror_faces_at_test, detach_joint=c.detach_joint)
+      mirror_at_test=c.mirror_faces_at_test, detach_joint=c.detach_joint,
+      projection_dim=c.projection_dim)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 

@@ -6,7 +6,9 @@ concatenated and feed one output layer. Each stream also has its own output laye
 ("audio_logits", "video_logits"): fine-tuning can add their cross-entropy (per-modality losses,
 as in MBT) so that neither stream is left unlearned when the other fits the training speakers.
 With `detach_joint` the joint layer reads the embeddings through stop_gradient: each stream then
-learns only from its own output layer, and the joint layer only learns to combine them.
+learns only from its own output layer, and the joint layer only learns to combine them. With
+`projection_dim`, the embeddings the contrastive loss compares ("audio_embedding",
+"video_embedding") are linear projections of the streams' last hidden layers.
 """
 
 from typing import Any
@@ -34,6 +36,7 @@ class HybridModel(nn.Module):
   dtype: Any = jnp.float32
   mirror_at_test: bool = False
   detach_joint: bool = False
+  projection_dim: int = 0
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
@@ -54,6 +57,11 @@ class HybridModel(nn.Module):
       audio, train=train)
     video_logits = Classifier(self.num_classes, self.dropout, self.dtype, name="video_output")(
       video, train=train)
+    if self.projection_dim:
+      # What the contrastive loss compares: linear maps of the embeddings, free to take either
+      # sign, used by pre-training only.
+      audio = nn.Dense(self.projection_dim, dtype=self.dtype, name="audio_projection")(audio)
+      video = nn.Dense(self.projection_dim, dtype=self.dtype, name="video_projection")(video)
     return {"logits": logits, "audio_logits": audio_logits, "video_logits": video_logits,
             "audio_embedding": audio.astype(jnp.float32),
             "video_embedding": video.astype(jnp.float32)}

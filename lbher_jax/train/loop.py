@@ -44,6 +44,10 @@ class PhaseConfig:
   margin: float = 1.0
   pair_proportions: tuple[float, float, float] = (0.5, 0.25, 0.25)
   aux_weight: float = 0.0    # fine-tuning: weight of each stream's own cross-entropy (hybrid)
+  loss: str = "margin"       # pre-training: "margin" (Eq. 2) or "infonce" (batch-wise)
+  temperature: float = 0.1   # pre-training with "infonce"
+  use_labels: bool = True    # pre-training: hard / super-hard negatives by emotion label; False:
+                             # labels unread, every other clip is a negative
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -92,6 +96,30 @@ def predict(model, state, source: loader_lib.SegmentSource, mesh, batch_size: in
   return predict_heads(model, state, source, mesh, batch_size, eval_step)["probs"]
 
 
+def embeddings(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
+               embed_step: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(audio, video) stream embeddings [len(source), D] of a two-stream model, in order, in
+  inference mode (what the contrastive loss compares, before its normalisation)."""
+  embed_step = embed_step or compile_embedding_step(model, mesh)
+  audio, video = [], []
+  for batch in loader_lib.eval_batches(source, global_batch=batch_size,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+    out = embed_step(state, mesh_lib.to_global(batch, mesh))
+    audio.append(np.asarray(out["audio_embedding"]))
+    video.append(np.asarray(out["video_embedding"]))
+  return np.concatenate(audio)[:len(source)], np.concatenate(video)[:len(source)]
+
+
+def compile_embedding_step(model, mesh) -> Callable:
+  """jitted (state, batch) -> {"audio_embedding", "video_embedding"} (no output layers)."""
+  def fn(state, batch):
+    out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch,
+                      train=False)
+    return {k: out[k] for k in ("audio_embedding", "video_embedding")}
+  return steps_lib.jit_eval_step(fn, mesh)
+
+
 def compile_eval_step(model, mesh, heads: bool = False) -> Callable:
   """jitted (state, batch) -> {"probs"}: the model's class probabilities; with `heads` also
   "audio_probs" / "video_probs" of a two-stream model's per-stream layers (left out otherwise,
@@ -108,14 +136,16 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
               loader_workers: int = 0) -> Any:
   """Trains one phase to `phase.steps`, resuming from its latest checkpoint if there is one.
 
-  `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end; its
-  `val_unweighted_accuracy` selects the best checkpoint. `init_variables` ({"params",
+  `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end; in
+  fine-tuning its `val_unweighted_accuracy` selects the best checkpoint (pre-training keeps the
+  latest: its validation measures correspondence, not emotions). `init_variables` ({"params",
   "batch_stats"}, e.g. of the pre-trained model) seed a fresh state. Returns the final state.
   """
   workdir = Path(workdir)
   metrics_path = workdir / "metrics.jsonl"
+  track_best = validate is not None and phase.name == "finetune"
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints" / phase.name,
-                               keep=phase.keep_checkpoints, track_best=validate is not None)
+                               keep=phase.keep_checkpoints, track_best=track_best)
   tx, schedule = state_lib.make_optimizer(
       lr=phase.lr, warmup_steps=phase.warmup_steps, total_steps=phase.steps,
       weight_decay=phase.weight_decay, clip_norm=phase.clip_norm)
@@ -143,7 +173,9 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   step_fn = steps_lib.jit_train_step(
       steps_lib.make_train_step(model, phase.name, margin=phase.margin,
                                 pair_proportions=phase.pair_proportions,
-                                aux_weight=phase.aux_weight), mesh)
+                                aux_weight=phase.aux_weight, contrastive_loss=phase.loss,
+                                temperature=phase.temperature, use_labels=phase.use_labels),
+      mesh)
 
   logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",
                phase.name, phase.steps, phase.batch_size, mesh.size, len(source))
@@ -184,7 +216,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
         logging.info("%s step %d: validation %s", phase.name, step,
                      ", ".join(f"{k}={v:.4f}" for k, v in val.items()))
         append_jsonl(metrics_path, {"phase": phase.name, "step": step, **val})
-      ckpt.save(step, state, data_iter, metrics=val)
+      ckpt.save(step, state, data_iter, metrics=val if track_best else None)
   ckpt.close()
   return state
 
@@ -201,21 +233,22 @@ def finished_step(workdir: Path, phase_name: str) -> int | None:
 
 
 def restore_for_inference(model, mesh, workdir: Path, batch_shapes: dict, *,
-                          prefer_best: bool = True) -> Any:
-  """The fine-tuned state (best by validation when recorded, else the latest), no optimizer work.
+                          prefer_best: bool = True, phase: str = "finetune") -> Any:
+  """The state of `phase` (best by validation when recorded, else the latest), no optimizer work.
 
-  Raises CheckpointError when there is no fine-tuned checkpoint or it does not fit `model`.
+  Raises CheckpointError when there is no checkpoint of that phase or it does not fit `model`.
   """
-  directory = Path(workdir) / "checkpoints" / "finetune"
+  directory = Path(workdir) / "checkpoints" / phase
   ckpt = ckpt_lib.Checkpointer(directory, track_best=prefer_best)
   step = (ckpt.best_step() if prefer_best else None) or ckpt.latest_step()
   if step is None:
-    raise ckpt_lib.CheckpointError(f"{directory}: no fine-tuned checkpoint (train first)")
+    what = "fine-tuned" if phase == "finetune" else phase
+    raise ckpt_lib.CheckpointError(f"{directory}: no {what} checkpoint (train first)")
   tx, _ = state_lib.make_optimizer(lr=0.0, warmup_steps=0, total_steps=1, weight_decay=0.0,
                                    clip_norm=1.0)
   init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(0))
   abstract = ckpt_lib.abstract_like(jax.eval_shape(init), mesh_lib.replicated(mesh))
   state = ckpt.restore(step, abstract)
   ckpt.close()
-  logging.info("restored the fine-tuned model of step %d from %s", step, directory)
+  logging.info("restored the %s model of step %d from %s", phase, step, directory)
   return state

@@ -43,6 +43,24 @@ def contrastive_loss(audio_emb: jax.Array, video_emb: jax.Array, y: jax.Array,
   return weighted_mean(losses, weights)
 
 
+def info_nce(audio_emb: jax.Array, video_emb: jax.Array, clips: jax.Array, weights: jax.Array,
+             temperature: float) -> jax.Array:
+  """Batch-wise InfoNCE on unit embeddings: each audio must pick its own video among the
+  batch's videos, and each video its own audio (the symmetric cross-entropy of the cosine
+  similarities / temperature). Other rows of the anchor's clip and padding rows are no
+  candidates; rows with weight 0 are no anchors."""
+  a, v = audio_emb.astype(jnp.float32), video_emb.astype(jnp.float32)
+  logits = a @ v.T / temperature
+  n = logits.shape[0]
+  eye = jnp.eye(n, dtype=bool)
+  real = weights > 0
+  allowed = (eye | (clips[:, None] != clips[None, :])) & real[None, :] & real[:, None]
+  logits = jnp.where(allowed, logits, -1e9)
+  audio_to_video = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1))
+  video_to_audio = -jnp.diagonal(jax.nn.log_softmax(logits, axis=0))
+  return weighted_mean((audio_to_video + video_to_audio) / 2, weights)
+
+
 def make_pairs(labels: jax.Array, clips: jax.Array, weights: jax.Array, rng: jax.Array,
                proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:

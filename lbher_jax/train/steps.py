@@ -33,15 +33,22 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
   return {"params": params, "batch_stats": state.batch_stats}
 
 
+CONTRASTIVE_LOSSES = ("margin", "infonce")
+
+
 def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
                     pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-                    aux_weight: float = 0.0) -> TrainStep:
+                    aux_weight: float = 0.0, contrastive_loss: str = "margin",
+                    temperature: float = 0.1, use_labels: bool = True) -> TrainStep:
   """Returns step(state, batch) -> (state, metrics) for `phase`.
 
   "finetune": cross-entropy (Eq. 1) on the logits, plus `aux_weight` times the cross-entropy
   of each stream's own logits where the model has them (hybrid). "pretrain": contrastive loss (Eq. 2) between
   each clip's audio embedding and the video embedding of the partner drawn by
-  losses.make_pairs (needs a model with both streams, i.e. hybrid).
+  losses.make_pairs (needs a model with both streams, i.e. hybrid; without `use_labels` the
+  pairs ignore the emotion labels, so a hard-negative draw has no partner and counts
+  nothing); with contrastive_loss
+  "infonce", the batch-wise InfoNCE of losses.info_nce instead (every other clip a negative).
 
   Metrics: loss, grad_norm, finite (False when the loss or a gradient is not finite: the state is
   then returned unchanged and the caller should stop), plus accuracy (finetune) or the mean
@@ -49,6 +56,9 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
   """
   if phase not in PHASES:
     raise ValueError(f"unknown training phase {phase!r}; expected one of {PHASES}")
+  if contrastive_loss not in CONTRASTIVE_LOSSES:
+    raise ValueError(f"unknown contrastive loss {contrastive_loss!r}; expected one of "
+                     f"{CONTRASTIVE_LOSSES}")
 
   def loss_fn(params, state, batch, rng):
     dropout_rng, pair_rng = jax.random.split(rng)
@@ -66,13 +76,20 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
       if not {"audio_embedding", "video_embedding"} <= out.keys():
         raise ValueError("phase 'pretrain' needs a model with both streams (hybrid); "
                          f"{type(model).__name__} returns only {sorted(out)}")
+      # Without labels every other clip counts as one kind of negative (the "super-hard" draw,
+      # over all clips): no label is read.
+      pair_labels = batch["label"] if use_labels else jnp.zeros_like(batch["label"])
       video_index, y, pair_weight, _ = losses.make_pairs(
-        batch["label"], batch["clip"], weights, pair_rng, pair_proportions)
+        pair_labels, batch["clip"], weights, pair_rng, pair_proportions)
       # Eq. 2 on unit-length embeddings: a distance scale the margin can refer to, and no
       # collapse of the (post-ReLU) embeddings to zero, which would kill their units.
       audio = _unit(out["audio_embedding"])
       video = _unit(out["video_embedding"])[video_index]
-      loss = losses.contrastive_loss(audio, video, y, pair_weight, margin)
+      if contrastive_loss == "margin":
+        loss = losses.contrastive_loss(audio, video, y, pair_weight, margin)
+      else:
+        loss = losses.info_nce(audio, _unit(out["video_embedding"]), batch["clip"], weights,
+                               temperature)
       distance, _ = losses.embedding_distance(video, audio)
       aux = {"distance_positive": losses.weighted_mean(distance, pair_weight * y),
              "distance_negative": losses.weighted_mean(distance, pair_weight * (1.0 - y))}

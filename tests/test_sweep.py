@@ -1,0 +1,172 @@
+"""--mode sweep: the statistics against hand-computed values, the plan, a tiny sweep end to end
+with resume, and Table 2 as a protocol sweep."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configs import demo as demo_config
+from configs import table2 as table2_config
+from lbher_jax import sweep
+from lbher_jax.evaluation import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_summarize_matches_hand_computed_values():
+  s = stats.summarize([0.5, 0.6, 0.7])
+  # mean 0.6; std sqrt(((-.1)^2 + 0 + .1^2) / 2) = 0.1; t(0.975, 2) = 4.302653; half 0.1 / sqrt 3
+  assert s["n"] == 3 and s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1)
+  half = 4.302652729911275 * 0.1 / math.sqrt(3)
+  assert s["ci95"] == pytest.approx([0.6 - half, 0.6 + half])
+
+
+def test_one_unit_has_no_interval():
+  assert stats.summarize([0.42]) == {"mean": 0.42, "std": None, "ci95": None, "n": 1}
+  assert stats.paired([0.5], [0.4]) == {"mean_difference": pytest.approx(0.1), "ci95": None,
+                                        "p_value": None, "n": 1}
+  assert stats.format_interval(stats.summarize([0.42])) == "0.420 (n = 1: no interval)"
+
+
+def test_paired_difference_interval_and_p_value():
+  a, b = [0.60, 0.55, 0.70, 0.65], [0.50, 0.52, 0.58, 0.60]
+  # differences 0.10, 0.03, 0.12, 0.05: mean 0.075, std 0.04203, se 0.021016; t = 3.5688 on 3
+  # degrees of freedom: two-sided p = 0.03757; t(0.975, 3) = 3.182446.
+  p = stats.paired(a, b)
+  assert p["n"] == 4 and p["mean_difference"] == pytest.approx(0.075)
+  se = math.sqrt(sum((d - 0.075) ** 2 for d in (0.10, 0.03, 0.12, 0.05)) / 3) / 2
+  assert p["ci95"] == pytest.approx([0.075 - 3.182446305284263 * se,
+                                     0.075 + 3.182446305284263 * se])
+  assert p["p_value"] == pytest.approx(0.03757, abs=2e-5)
+  assert stats.paired(b, a)["mean_difference"] == pytest.approx(-0.075)
+  same = stats.paired([0.5, 0.6], [0.4, 0.5])    # every unit differs by exactly 0.1
+  assert same["ci95"] == pytest.approx([0.1, 0.1]) and same["p_value"] == 0.0
+  with pytest.raises(ValueError):
+    stats.paired([0.1, 0.2], [0.1])
+
+
+def test_run_config_sets_model_protocol_seed_and_fold_and_leaves_the_base_alone():
+  base = table2_config.get_config("tiny")
+  assert base.sweep.models == ("cnn", "cnn_lstm", "cnn_rnn", "hybrid")
+  assert base.sweep.protocols == ("90-10", "80-20", "70-30", "speaker")
+  for protocol, fraction in (("90-10", 0.1), ("80-20", 0.2), ("70-30", 0.3)):
+    c = sweep.run_config(base, sweep.Run("cnn_lstm", protocol, 3, 0))
+    assert (c.model.name, c.split.protocol, c.split.test_fraction, c.seed) == (
+        "cnn_lstm", "random", fraction, 3)
+    assert not c.split.leaky_paper_oversampling
+  assert sweep.run_config(base, sweep.Run("cnn", "paper-80-20", 0, 0)).split.leaky_paper_oversampling
+  c = sweep.run_config(base, sweep.Run("hybrid", "speaker", 1, 2))
+  assert (c.model.name, c.split.protocol, c.split.fold) == ("hybrid", "speaker", 2)
+  assert (base.model.name, base.split.protocol, base.seed) == ("hybrid", "speaker", 0)
+  base.sweep.protocols = ("50-50",)
+  with pytest.raises(ValueError, match="unknown sweep protocol"):
+    sweep.protocols_of(base)
+
+
+def test_plan_covers_every_fold_of_every_seed():
+  c = demo_config.get_config("tiny")       # 5 speakers
+  c.sweep.models, c.sweep.seeds = ("cnn", "hybrid"), (0, 1)
+  c.split.fold, c.split.num_folds = -1, 5
+  utterances = [type("U", (), {"speaker": f"s{i}", "session": None, "id": f"u{i}"})()
+                for i in range(5)]
+  runs = sweep.plan(c, utterances)
+  assert len(runs) == 2 * 2 * 5 and len(set(runs)) == len(runs)
+  assert {r.fold for r in runs} == set(range(5)) and runs[0].seed == 0 and runs[-1].seed == 1
+  c.split.fold = 3
+  assert {r.fold for r in sweep.plan(c, utterances)} == {3}
+
+
+def test_paper_scale_and_small_variants():
+  paper, small = table2_config.get_config(), table2_config.get_config("small")
+  assert paper.model.spectrogram == (200, 300) and paper.data.name == "demo"
+  assert small.model.spectrogram == (64, 96) and small.train.steps < paper.train.steps
+  with pytest.raises(ValueError, match="unknown variant"):
+    table2_config.get_config("huge")
+
+
+def _main(workdir: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "LBHER_CACHE": str(cache), "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_backend_optimization_level=0"}   # compile fast; tests only
+  cmd = [sys.executable, "-m", "lbher_jax.main", "--workdir", str(workdir), "--mode", "sweep",
+         *args]
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_tiny_sweep_over_seeds_and_folds_resumes(tmp_path):
+  # Two models x two seeds x every fold of the 5-speaker tiny demo (5 folds): 20 runs.
+  workdir, cache = tmp_path / "work", tmp_path / "cache"
+  args = ("--config", "configs/demo.py:tiny", "--config.split.fold=-1",
+          "--config.sweep.models=('cnn','cnn_rnn')", "--config.sweep.seeds=(0,1)",
+          "--config.pretrain.steps=0", "--config.train.steps=2", "--config.train.eval_every=2")
+  first = _main(workdir, cache, *args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  result = json.loads((workdir / "sweep.json").read_text())
+  assert len(result["runs"]) == result["planned_runs"] == 20
+  assert "run 20 of 20" in first.stderr and "left" in first.stderr
+  for model in ("cnn", "cnn_rnn"):
+    for seed in (0, 1):
+      runs = [r for r in result["runs"] if r["model"] == model and r["seed"] == seed]
+      assert sorted(r["fold"] for r in runs) == list(range(5))
+      assert sum(r["num_test"] for r in runs) == 20      # every clip tested once per seed
+    s = result["summary"][model]
+    assert set(s) == {"accuracy", "unweighted_accuracy", "macro_f1"}
+    assert s["accuracy"]["n"] == 2 and len(s["accuracy"]["ci95"]) == 2
+  # A unit is a seed's pooled result: recompute one from the runs (equal folds of 4 clips).
+  cnn0 = [r for r in result["runs"] if r["model"] == "cnn" and r["seed"] in (0,)]
+  cnn1 = [r for r in result["runs"] if r["model"] == "cnn" and r["seed"] in (1,)]
+  acc = [sum(r["accuracy"] * r["num_test"] for r in rs) / 20 for rs in (cnn0, cnn1)]
+  assert result["summary"]["cnn"]["accuracy"]["mean"] == pytest.approx(sum(acc) / 2)
+  expected = stats.summarize(acc)
+  assert result["summary"]["cnn"]["accuracy"]["std"] == pytest.approx(expected["std"])
+  assert result["summary"]["cnn"]["accuracy"]["ci95"] == pytest.approx(expected["ci95"])
+  assert {(p["a"], p["b"]) for p in result["paired"]} == {("cnn", "cnn_rnn")}
+  assert {p["metric"] for p in result["paired"]} == {"accuracy", "unweighted_accuracy",
+                                                     "macro_f1"}
+  assert "Student t" in result["methods"]["interval"] and "configs/demo.py:tiny" in result["command"]
+  md = (workdir / "sweep.md").read_text()
+  assert "configs/demo.py:tiny" in md and "| cnn_rnn | 2 |" in md
+  with open(workdir / "sweep.csv") as f:
+    assert len(list(csv.DictReader(f))) == 20
+  assert (workdir / "figures" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  run_dir = workdir / "runs" / "cnn" / "config" / "seed_1" / "fold_4"
+  assert (run_dir / "results.json").exists() and (run_dir / "checkpoints").is_dir()
+  assert (run_dir.parent / "shards").resolve() == (workdir / "shards").resolve()
+
+  # Killed after some runs: delete one run's results (as if it never finished), rerun.
+  shards = {p: p.stat().st_mtime_ns for p in (workdir / "shards").glob("shard_*")}
+  done = (workdir / "runs" / "cnn_rnn" / "config" / "seed_0" / "fold_2" / "results.json")
+  done.unlink()
+  again = _main(workdir, cache, *args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stderr.count("finished earlier") == 19
+  assert {p: p.stat().st_mtime_ns for p in (workdir / "shards").glob("shard_*")} == shards
+  rerun = json.loads((workdir / "sweep.json").read_text())
+  assert rerun["runs"] == result["runs"]          # deterministic: the redone run is identical
+
+
+def test_table2_is_a_protocol_sweep_with_the_papers_figures(tmp_path):
+  workdir, cache = tmp_path / "work", tmp_path / "cache"
+  result = _main(workdir, cache, "--config", "configs/table2.py:tiny",
+                 "--config.sweep.models=('cnn',)",
+                 "--config.sweep.protocols=('90-10','speaker')")
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads((workdir / "sweep.json").read_text())
+  assert set(out["summary"]) == {"cnn/90-10", "cnn/speaker"}
+  assert {(p["a"], p["b"]) for p in out["paired"]} == {("cnn/90-10", "cnn/speaker")}
+  r = {x["protocol"]: x for x in out["runs"]}
+  assert r["90-10"]["num_test"] == 4          # one clip of each class of 10
+  table = (workdir / "table2.md").read_text()
+  assert (f"| CNN | {r['90-10']['accuracy']:.3f} / {r['90-10']['unweighted_accuracy']:.3f} | – | – "
+          f"| {r['speaker']['accuracy']:.3f} / {r['speaker']['unweighted_accuracy']:.3f} |") in table
+  assert "| CNN+RNN+3DCNN (Proposed) | 0.952 | 0.947 | 0.941 | – |" in table   # the paper's
+  with open(workdir / "table2.csv") as f:
+    rows = {row["model"]: row for row in csv.DictReader(f)}
+  assert float(rows["CNN"]["accuracy_speaker"]) == pytest.approx(r["speaker"]["accuracy"],
+                                                                 abs=1e-4)
+  assert (workdir / "figures" / "table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
