@@ -29,6 +29,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = default_model_config("hybrid", "tiny")
     c.pretrain.update(dict(steps=4, batch_size=8, warmup_steps=1, log_every=2,
                            checkpoint_every=2))
-    c.train.update(dict(steps=6, batch_size=8, warmup_steps=1, log_every=2, eval_every=3))
+    c.train.update(dict(steps=6, batch_size=8, warmup_steps=1, log_every=2, checkpoint_every=3))
     c.eval.batch_size = 8
   return c

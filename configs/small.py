@@ -15,5 +15,5 @@ def apply(c: ml_collections.ConfigDict) -> None:
   c.pretrain.update(dict(steps=150, batch_size=16, lr=1e-3, warmup_steps=20, log_every=25,
                          checkpoint_every=75))
   c.train.update(dict(steps=500, batch_size=16, lr=1e-3, warmup_steps=30, log_every=25,
-                      eval_every=100))
+                      checkpoint_every=100))
   c.eval.batch_size = 32

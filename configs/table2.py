@@ -30,13 +30,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = demo.get_config("tiny" if arg == "tiny" else None)
   if arg == "small":
     c.pretrain.update(dict(steps=60, checkpoint_every=30))
-    c.train.update(dict(steps=200, warmup_steps=20, eval_every=100))
+    c.train.update(dict(steps=200, warmup_steps=20, checkpoint_every=100))
   if arg == "tiny":
     # Two clips per speaker and emotion, so that a 10 % test split still holds a clip of each
     # class (the demo cache keeps one folder per generator setting).
     c.data.demo.clips_per_emotion = 2
     c.pretrain.update(dict(steps=2, checkpoint_every=2))
-    c.train.update(dict(steps=2, log_every=1, eval_every=2))
+    c.train.update(dict(steps=2, log_every=1, checkpoint_every=2))
   c.sweep.models = ("cnn", "cnn_lstm", "cnn_rnn", "hybrid")
   c.sweep.protocols = ("90-10", "80-20", "70-30", "speaker")
   c.sweep.seeds = (0,) if arg == "tiny" else (0, 1, 2)

@@ -197,9 +197,8 @@ def _warn_if_collapsed(metrics: dict, where: str) -> None:
 
 
 def _phase(name: str, c) -> loop.PhaseConfig:
-  fields = {f.name for f in dataclasses.fields(loop.PhaseConfig)}
-  values = {k: v for k, v in c.to_dict().items() if k in fields}
-  values.setdefault("checkpoint_every", c.get("eval_every", c.get("checkpoint_every")))
+  """The PhaseConfig of config.pretrain / config.train (errors.check_config refuses other keys)."""
+  values = c.to_dict()
   if "pair_proportions" in values:
     values["pair_proportions"] = tuple(values["pair_proportions"])
   return loop.PhaseConfig(name=name, **values)

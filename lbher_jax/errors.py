@@ -5,7 +5,7 @@ from lbher_jax.data.shards import ShardError
 from lbher_jax.datasets import CorpusError
 from lbher_jax.media import MediaError
 from lbher_jax.train.checkpoint import CheckpointError
-from lbher_jax.train.loop import NonFiniteError
+from lbher_jax.train.loop import NonFiniteError, PhaseConfig
 
 
 class ConfigError(ValueError):
@@ -15,6 +15,11 @@ class ConfigError(ValueError):
 def check_config(config) -> None:
   """Refuses contradictory settings before any work is done, naming the keys to change."""
   m, a, v = config.model, config.audio, config.video
+  known = {f for f in PhaseConfig.__dataclass_fields__} - {"name"}
+  for section in ("pretrain", "train"):
+    unknown = sorted(set(config[section].to_dict()) - known)
+    if unknown:
+      raise ConfigError(f"config.{section}: unknown key(s) {unknown}; known: {sorted(known)}")
   if tuple(m.spectrogram) != (a.height, a.width):
     raise ConfigError(f"model.spectrogram {tuple(m.spectrogram)} must equal (audio.height, "
                       f"audio.width) = {(a.height, a.width)}")

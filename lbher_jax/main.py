@@ -28,9 +28,16 @@ _ANNOTATE = flags.DEFINE_bool("annotate", False, "--mode predict: also a copy of
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
 def _own_info_only(record: std_logging.LogRecord) -> bool:
-  """Keeps our progress lines and everyone's warnings; drops libraries' INFO chatter (Orbax)."""
-  return record.levelno >= std_logging.WARNING or "lbher_jax" in record.pathname
+  """Keeps our progress lines and everyone's warnings; drops libraries' INFO chatter (Orbax).
+
+  "Ours" is a file inside this package's directory, so a checkout or virtualenv that sits in a
+  folder named lbher_jax does not let every library through."""
+  return (record.levelno >= std_logging.WARNING
+          or Path(record.pathname).resolve().is_relative_to(_PACKAGE))
 
 
 def _use_compilation_cache(workdir: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +80,46 @@ def test_blocks_json(results):
   for layer in r["layers"].values():
     assert layer["plain_ms"] > 0 and layer["fused_ms"] > 0
     assert layer["max_rel_grad_diff"] < 1e-4 and layer["input_grads_differing"] == 0
+
+
+def test_baselines_on_the_real_clips(ravdess_fer_av, tmp_path):
+  # Six actors, three folds of two, one partition: every clip predicted once by each baseline.
+  out = tmp_path / "baselines.json"
+  done = subprocess.run(
+      [sys.executable, str(PROJECT_ROOT / "benchmarks" / "baselines.py"), "--root",
+       str(ravdess_fer_av), "--limit", "6", "--num-folds", "3", "--seeds", "0", "--json",
+       str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["num_clips"] == 96 and result["per_seed"]["0"]["folds"] == 3
+  for name in ("voice_mfcc", "face_pixels", "fusion"):
+    run = result["per_seed"]["0"][name]
+    assert run["num_test"] == 96 and 0.0 <= run["unweighted_accuracy"] <= 1.0
+    assert result["summary"][name]["unweighted_accuracy"]["ci95"] is None    # one seed
+  assert result["per_seed"]["0"]["voice_mfcc"]["unweighted_accuracy"] > 0.25   # above chance
+
+
+def test_mel_filterbank_is_a_partition_of_the_middle_band():
+  sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+  import baselines  # pylint: disable=import-outside-toplevel
+  fb = baselines.mel_filterbank(16000, 400, 40)
+  assert fb.shape == (40, 201) and fb.min() >= 0 and fb.max() <= 1
+  # Adjacent triangles overlap so that between the first and last peaks they sum to one.
+  peaks = fb.argmax(axis=1)
+  np.testing.assert_allclose(fb.sum(axis=0)[peaks[0] + 1:peaks[-1]], 1.0, atol=1e-9)
+
+
+def test_pretraining_benchmark_reports_correspondence(tmp_path):
+  out = tmp_path / "pre.json"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "LBHER_CACHE": str(tmp_path / "cache"),
+         "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  done = subprocess.run(
+      [sys.executable, str(PROJECT_ROOT / "benchmarks" / "pretraining.py"), "--config",
+       "configs/demo.py:tiny", "--workdir", str(tmp_path / "w"), "--set", "pretrain.loss=infonce",
+       "--set", "pretrain.steps=2", "--json", str(out)], cwd=PROJECT_ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["fold"] == 1 and result["overrides"] == ["pretrain.loss=infonce", "pretrain.steps=2"]
+  for side in ("test", "train"):
+    assert 0.0 <= result[side]["auc_all"] <= 1.0 and result[side]["candidates"] > 0

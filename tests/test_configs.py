@@ -61,6 +61,13 @@ def test_contradictory_settings_are_refused(overrides, message):
     errors.check_config(config)
 
 
+def test_an_unknown_training_key_is_refused():
+  config = _config("demo", "tiny")
+  config.train.eval_every = 3       # the old name of train.checkpoint_every
+  with pytest.raises(errors.ConfigError, match=r"config.train: unknown key\(s\) \['eval_every'\]"):
+    errors.check_config(config)
+
+
 def test_main_reports_a_contradiction_in_one_line_before_any_work(tmp_path):
   workdir = tmp_path / "run"
   done = subprocess.run(

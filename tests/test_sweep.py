@@ -103,7 +103,7 @@ def test_tiny_sweep_over_seeds_and_folds_resumes(tmp_path):
   workdir, cache = tmp_path / "work", tmp_path / "cache"
   args = ("--config", "configs/demo.py:tiny", "--config.split.fold=-1",
           "--config.sweep.models=('cnn','cnn_rnn')", "--config.sweep.seeds=(0,1)",
-          "--config.pretrain.steps=0", "--config.train.steps=2", "--config.train.eval_every=2")
+          "--config.pretrain.steps=0", "--config.train.steps=2", "--config.train.checkpoint_every=2")
   first = _main(workdir, cache, *args)
   assert first.returncode == 0, first.stderr[-3000:]
   result = json.loads((workdir / "sweep.json").read_text())
