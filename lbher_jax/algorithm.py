@@ -22,7 +22,7 @@ from lbher_jax import LABELS, datasets, files, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
-from lbher_jax.evaluation import correspondence
+from lbher_jax.evaluation import calibration, correspondence
 from lbher_jax.evaluation import metrics as metrics_lib
 from lbher_jax.evaluation import plots, report
 from lbher_jax.features import audio as audio_features
@@ -226,6 +226,23 @@ def _head_summary(metrics: dict) -> dict:
   return {k: metrics[k] for k in keys}
 
 
+def calibrate(model, state, parts: Parts, workdir: Path, mesh, batch_size: int) -> float:
+  """Fits the output temperature on the validation speakers' segments (1.0 without any) and
+  saves it as WORKDIR/calibration.json, which predict and export then apply."""
+  temperature, n = 1.0, 0
+  if parts.val:
+    source = loader_lib.source_from_records(_shards_dir(workdir), parts.val)
+    logits = loop.predict_heads(model, state, source, mesh, batch_size,
+                                loop.compile_eval_step(model, mesh, logits=True))["logits"]
+    labels = np.array([r["label_id"] for r in parts.val])
+    temperature, n = calibration.fit_temperature(logits, labels), len(labels)
+  if jax.process_index() == 0:
+    files.atomic_write_json(workdir / calibration.FILE,
+                            {"temperature": temperature, "fitted_on_segments": n,
+                             "step": int(state.step)})
+  return temperature
+
+
 def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   """Load m'; R <- RecognizeEmotions(T2, m'); P <- Evaluate(R); display R and P; write outputs."""
   model = get_model(config.model)
@@ -234,14 +251,24 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
   state = loop.restore_for_inference(model, mesh, workdir, batch_shapes,
                                      prefer_best=config.eval.checkpoint == "best")
-  heads = loop.predict_heads(model, state, source, mesh, config.eval.batch_size)
-  probs = heads.pop("probs")
+  temperature = calibrate(model, state, parts, workdir, mesh, config.eval.batch_size)
+  heads = loop.predict_heads(model, state, source, mesh, config.eval.batch_size,
+                             loop.compile_eval_step(model, mesh, heads=True, logits=True))
+  logits, uncalibrated = heads.pop("logits"), heads.pop("probs")
+  probs = calibration.softmax(logits, temperature).astype(np.float32)
   ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
   meta = {r["utt"]: r for r in parts.test}
   rows = [{"id": i, "speaker": meta[i]["speaker"], "true": meta[i]["label"],
            "pred": LABELS[int(p.argmax())], "confidence": float(p.max()), "probs": p.tolist()}
           for i, p in zip(ids, clip_probs)]
   result = clip_metrics(parts.test, probs)
+  clip_labels = np.array([meta[i]["label_id"] for i in ids])
+  _, clip_uncalibrated = metrics_lib.clip_probabilities(uncalibrated,
+                                                        [r["utt"] for r in parts.test])
+  result["calibration"] = {
+      "temperature": temperature, "bins": calibration.ECE_BINS,
+      "ece_before": calibration.expected_calibration_error(clip_uncalibrated, clip_labels),
+      "ece_after": calibration.expected_calibration_error(clip_probs, clip_labels)}
   result.update(protocol=config.split.protocol, model=config.model.name, leaky=parts.leaky,
                 num_test_segments=len(parts.test), stack=provenance.stack(),
                 devices=_devices())
@@ -274,6 +301,9 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
       plots.plot_training_curves(workdir / "metrics.jsonl", figures / "training_curves.png")
     if distances is not None:
       plots.plot_pair_distances(distances, figures / "pretraining_distances.png")
+    plots.plot_reliability(calibration.reliability(clip_uncalibrated, clip_labels),
+                           calibration.reliability(clip_probs, clip_labels), temperature,
+                           figures / "reliability.png")
     report.write_report_md(workdir / "report.md", result, title=f"LbHER {config.model.name}")
   return result
 

@@ -138,12 +138,15 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   """
   # The exporting side needs the model code; loading an export (above) must not.
   from lbher_jax import predict  # pylint: disable=import-outside-toplevel
+  from lbher_jax.evaluation import calibration  # pylint: disable=import-outside-toplevel
   from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   path = Path(output) if output else workdir / "export"
   model, state, _ = predict.load_model(config, workdir)
+  temperature = calibration.load_temperature(workdir)
   source = {"workdir": str(workdir.absolute()), "step": int(state.step),
-            "model": config.model.to_dict(), "checkpoint": config.eval.checkpoint}
+            "model": config.model.to_dict(), "checkpoint": config.eval.checkpoint,
+            "temperature": temperature}
   try:   # model.json is written last, so it marks a complete export
     kept = json.loads((path / META_FILE).read_text(encoding="utf-8")).get("source")
   except (OSError, json.JSONDecodeError):
@@ -153,7 +156,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
     return path
 
   def probabilities(variables, batch):
-    return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"])
+    return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"] / temperature)
 
   inputs = input_keys(config.model.name)
   example = {k: x for k, x in predict.example_batch(config).items() if k in inputs}

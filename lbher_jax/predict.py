@@ -225,10 +225,12 @@ def load_model(config, workdir: Path):
 
 
 def load_classifier(config, workdir: Path) -> Callable[[dict], np.ndarray]:
-  """The fine-tuned model in WORKDIR as a function batch -> probabilities (one compile per size)."""
+  """The fine-tuned model in WORKDIR as a function batch -> probabilities (one compile per size),
+  calibrated by the temperature of WORKDIR/calibration.json when evaluation has fitted one."""
+  from lbher_jax.evaluation import calibration  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import loop, mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   model, state, mesh = load_model(config, workdir)
-  step = loop.compile_eval_step(model, mesh)
+  step = loop.compile_eval_step(model, mesh, temperature=calibration.load_temperature(workdir))
 
   def classify(batch: dict) -> np.ndarray:
     n = len(batch["audio"])

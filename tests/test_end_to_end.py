@@ -64,6 +64,15 @@ def test_all_outputs_follow_the_contract(run):
   assert results["stack"]["numpy"] == np.__version__
   assert {"flax", "optax", "orbax-checkpoint", "grain", "jaxlib", "platform"} <= set(results["stack"])
   assert re.fullmatch(r"\d+ x .+ \(cpu\)", results["devices"]), results["devices"]
+  # Calibration: a temperature fitted on the validation speakers, saved for predict and export.
+  cal = results["calibration"]
+  assert cal["bins"] == 15 and cal["temperature"] > 0
+  assert 0 <= cal["ece_before"] <= 1 and 0 <= cal["ece_after"] <= 1
+  assert json.loads((workdir / "calibration.json").read_text())["temperature"] == cal["temperature"]
+  assert (workdir / "figures" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # Pre-training's correspondence on the test speakers.
+  assert {"auc_all", "auc_same_emotion", "top1_all", "top1_same_emotion", "candidates",
+          "collapsed"} <= set(results["pretraining"])
   with open(workdir / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == results["num_test"]
@@ -110,6 +119,20 @@ def test_predict_on_a_demo_video(run):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "overall:" in result.stdout
   _check_prediction(workdir / "predictions" / f"{video.stem}.json", video)
+
+
+def test_predict_gives_the_calibrated_probabilities_of_evaluation(run):
+  # A test clip predicted from its file: the same (temperature-scaled) probabilities as the
+  # evaluation's predictions.csv row.
+  workdir, cache, _ = run
+  with open(workdir / "predictions.csv") as f:
+    row = next(csv.DictReader(f))
+  video = next((cache / "demo-v2").rglob(f"{row['id']}.mp4"))
+  result = _main(workdir, cache, "--mode", "predict", "--video", str(video))
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = _check_prediction(workdir / "predictions" / f"{video.stem}.json", video)
+  for label in LABELS:
+    assert out["probabilities"][label] == pytest.approx(float(row[f"p_{label}"]), abs=2e-3)
 
 
 def test_predict_on_a_real_recording(run, ravdess_fer_av, tmp_path):

@@ -146,6 +146,27 @@ def plot_pair_distances(distances: Mapping[str, np.ndarray], path: str | Path) -
   _save(fig, path)
 
 
+def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any], temperature: float,
+                     path: str | Path) -> None:
+  """Reliability diagrams of the clip probabilities before and after temperature scaling
+  (`calibration.reliability` of each): accuracy against mean confidence per bin."""
+  fig = _figure((9.0, 4.0))
+  for ax, data, title in zip(fig.subplots(1, 2), (before, after),
+                             ("before (T = 1)", f"after (T = {temperature:.2f})")):
+    edges = np.asarray(data["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    acc = [np.nan if a is None else a for a in data["accuracy"]]
+    ax.bar(centres, acc, width=edges[1] - edges[0], edgecolor="black", alpha=0.7,
+           label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper left")
+  _save(fig, path)
+
+
 def plot_per_class(metrics: Mapping[str, Any], path: str | Path) -> None:
   """Per-class precision, recall and F1 as grouped bars, support under each class name."""
   per_class = metrics["per_class"]

@@ -24,7 +24,7 @@ class AugmentParams:
   crop_top: int = 10  # at most this many top rows (highest frequencies) are cropped
   max_rotate_deg: float = 10.0
   # Face-frame jitter, off by default: on the real clips it made the video stream worse (see
-  # BUILD_NOTES.md, "Real-data accuracy").
+  # docs/experiments/2026-11-sessions-1-9.md, "Real-data accuracy").
   frames_flip: bool = False  # mirror a segment's faces with probability 1/2
   frames_shift: float = 0.0  # shift faces by up to this fraction of the height / width
   frames_brightness: float = 0.0  # scale brightness by a factor within 1 +- this

@@ -76,7 +76,7 @@ def predict_heads(model, state, source: loader_lib.SegmentSource, mesh, batch_si
                   eval_step: Callable | None = None) -> dict[str, np.ndarray]:
   """Class probabilities [len(source), 4] of every example of `source`, in order, from each
   output layer: "probs" (the model's output) and, for a two-stream model, "audio_probs" and
-  "video_probs" (each stream's own layer)."""
+  "video_probs" (each stream's own layer); whatever else `eval_step` returns (e.g. "logits")."""
   eval_step = eval_step or compile_eval_step(model, mesh, heads=True)
   out: dict[str, list[np.ndarray]] = {}
   for batch in loader_lib.eval_batches(source, global_batch=batch_size,
@@ -120,12 +120,14 @@ def compile_embedding_step(model, mesh) -> Callable:
   return steps_lib.jit_eval_step(fn, mesh)
 
 
-def compile_eval_step(model, mesh, heads: bool = False) -> Callable:
-  """jitted (state, batch) -> {"probs"}: the model's class probabilities; with `heads` also
-  "audio_probs" / "video_probs" of a two-stream model's per-stream layers (left out otherwise,
-  so XLA drops those layers from the program)."""
-  fn = steps_lib.make_eval_step(model)
-  keep = lambda key: key == "probs" or (heads and key.endswith("_probs"))
+def compile_eval_step(model, mesh, heads: bool = False, logits: bool = False,
+                      temperature: float = 1.0) -> Callable:
+  """jitted (state, batch) -> {"probs"}: the model's class probabilities (at `temperature`);
+  with `heads` also "audio_probs" / "video_probs" of a two-stream model's per-stream layers (left
+  out otherwise, so XLA drops those layers from the program); with `logits` the raw "logits"."""
+  fn = steps_lib.make_eval_step(model, temperature)
+  keep = lambda key: (key == "probs" or (heads and key.endswith("_probs"))
+                      or (logits and key == "logits"))
   return steps_lib.jit_eval_step(
     lambda state, batch: {k: v for k, v in fn(state, batch).items() if keep(k)}, mesh)
 

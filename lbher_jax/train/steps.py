@@ -110,14 +110,17 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
   return step
 
 
-def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+def make_eval_step(model: nn.Module, temperature: float = 1.0
+                   ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
   """Returns eval(state, batch) -> {"logits", "probs"}, plus "audio_probs" / "video_probs" for a
-  model with per-stream output layers (inference mode: running BatchNorm statistics, no dropout)."""
+  model with per-stream output layers (inference mode: running BatchNorm statistics, no dropout).
+  "probs" is softmax(logits / temperature): the calibrated output (evaluation/calibration.py)."""
 
   def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     out = model.apply(_variables(state, state.params), batch, train=False)
     heads = {k.removesuffix("logits") + "probs": jax.nn.softmax(v)
              for k, v in out.items() if k.endswith("logits")}
+    heads["probs"] = jax.nn.softmax(out["logits"] / temperature)
     return {"logits": out["logits"], **heads}
 
   return eval_step
