@@ -337,3 +337,23 @@ def test_batch_norm_relu_pool_matches_flax(shape, window, masked):
   np.testing.assert_allclose(
     ours.apply(variables, x, train=False, mask=mask, pool=window),
     pool(theirs.apply(variables, x, use_running_average=True)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, (2, 2)])
+def test_plain_batch_norm_off_cpu_matches_the_fused_cpu_forms(window):
+  """ops.plain_batch_norm (what the models run on GPU / TPU) against the hand-written CPU forms:
+  the same values, statistics and gradients (continuous inputs, so no window ties)."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(0.3, 1.2, (3, 6, 5, 4)), jnp.float32)
+  scale, bias = jnp.linspace(-1.2, 1.5, 4), jnp.linspace(-0.3, 0.4, 4)
+  weight = jnp.array([0.5, 0.0, 0.5]) / 30.0
+  fused = (lambda *a: ops.batch_norm(*a, 1e-5)) if window is None else (
+      lambda *a: ops.batch_norm_relu_pool(*a, 1e-5, window))
+  plain = lambda *a: ops.plain_batch_norm(*a, 1e-5, window)
+  r = jnp.asarray(rng.normal(size=fused(x, scale, bias, weight)[0].shape), jnp.float32)
+  loss = lambda f: lambda x, s, b: jnp.sum(f(x, s, b, weight)[0] * r)
+  for got, want in zip(plain(x, scale, bias, weight), fused(x, scale, bias, weight)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for got, want in zip(jax.grad(loss(plain), argnums=(0, 1, 2))(x, scale, bias),
+                       jax.grad(loss(fused), argnums=(0, 1, 2))(x, scale, bias)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -18,13 +18,15 @@ pooling, how a tie is shared); only how XLA runs them changes. Measured on the 2
   backward, `benchmarks/blocks.py`: 1.4-4.7x faster per layer).
 
 The convolutions are XLA's own; on CPU they are fast only with the compiler options of
-`lbher_jax.compiler`, which the project's jitted steps use.
+`lbher_jax.compiler`, which the project's jitted steps use. The models use these forms on CPU only
+(`jax.lax.platform_dependent`); elsewhere `plain_batch_norm`, the chain autodiff differentiates.
 """
 
 import itertools
 import math
 from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -188,6 +190,19 @@ def _batch_norm_relu_pool_bwd(epsilon, window, residuals, cotangents):
 
 
 batch_norm_relu_pool.defvjp(_batch_norm_relu_pool_fwd, _batch_norm_relu_pool_bwd)
+
+
+def plain_batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, weight: jax.Array,
+                     epsilon: float, window: tuple[int, ...] | None = None
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`batch_norm` (window None) or `batch_norm_relu_pool` as the plain chain that autodiff
+  differentiates: normalise the whole map, ReLU, flax's `max_pool` (reduce_window). The form the
+  models use off CPU, where the hand-written forms above were never measured."""
+  mean, var = _batch_stats(x, weight)
+  y = ((x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias).astype(x.dtype)
+  if window is not None:
+    y = nn.max_pool(jnp.maximum(y, 0), window, strides=window, padding="VALID")
+  return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
 
 def affine_relu_pool(x: jax.Array, mean: jax.Array, scale: jax.Array, bias: jax.Array,
