@@ -53,7 +53,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_own_info_only)
   # Imported here so that --help stays fast and multi-host setup precedes any other JAX call.
   from lbher_jax import errors  # pylint: disable=import-outside-toplevel
-  from lbher_jax.train import mesh  # pylint: disable=import-outside-toplevel
+  from lbher_jax.train import loop, mesh  # pylint: disable=import-outside-toplevel
   mesh.initialize_distributed()
   _use_compilation_cache(_WORKDIR.value)
   try:
@@ -74,6 +74,9 @@ def main(argv):
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except loop.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    return 0
   return 0
 
 

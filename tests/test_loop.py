@@ -92,14 +92,37 @@ def _hang_in_checkpoint_write(phase: str, step: int, workdir: Path) -> None:
   grain.checkpoint.CheckpointHandler.save = blocking_write
 
 
+def _sigterm_during_step(count: int) -> None:
+  """Sends this process SIGTERM while its `count`-th training step (of both phases) runs, as a
+  scheduler does: the step is under way when the signal arrives."""
+  jit_train_step = loop.steps_lib.jit_train_step
+  calls = {"n": 0}
+
+  def counting(step_fn, mesh):
+    jitted = jit_train_step(step_fn, mesh)
+
+    def step(state, batch):
+      calls["n"] += 1
+      if calls["n"] == count:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return jitted(state, batch)
+    return step
+
+  loop.steps_lib.jit_train_step = counting
+
+
 def worker(shards_dir: Path, workdir: Path, hang_at: str) -> None:
   """Pre-trains and fine-tunes the tiny hybrid as algorithm.train does (resuming what a killed
-  run left), and saves the final state to workdir/final.npz. `hang_at`: "PHASE:STEP" or "-"."""
+  run left), and saves the final state to workdir/final.npz. `hang_at`: "PHASE:STEP" (hang in
+  that checkpoint write), "sigterm:N" (SIGTERM during the N-th step; exits 0 with one line) or
+  "-"."""
   logging.set_verbosity(logging.INFO)  # the project's INFO lines only, not Orbax's
   logging.get_absl_logger().addFilter(lambda record: "lbher_jax" in record.pathname)
   jax.config.update("jax_num_cpu_devices", 2)
   jax.config.update("jax_disable_most_optimizations", True)
-  if hang_at != "-":
+  if hang_at.startswith("sigterm:"):
+    _sigterm_during_step(int(hang_at.split(":")[1]))
+  elif hang_at != "-":
     phase, step = hang_at.split(":")
     _hang_in_checkpoint_write(phase, int(step), workdir)
   records = [{**r, "shard": i, "row": row} for i in range(2)
@@ -117,9 +140,14 @@ def worker(shards_dir: Path, workdir: Path, hang_at: str) -> None:
   run = partial(loop.run_phase, model=model, mesh=mesh,
                 source=loader_lib.source_from_records(shards_dir, records),
                 augment_params=augment.AugmentParams(), workdir=workdir, seed=SEED)
-  pretrained = run(phase=phase_config("pretrain"))
-  state = run(phase=phase_config("finetune"), validate=validate,
-              init_variables={"params": pretrained.params, "batch_stats": pretrained.batch_stats})
+  try:
+    pretrained = run(phase=phase_config("pretrain"))
+    state = run(phase=phase_config("finetune"), validate=validate,
+                init_variables={"params": pretrained.params,
+                                "batch_stats": pretrained.batch_stats})
+  except loop.Preempted as e:
+    print(f"preempted: {e}")
+    return
   np.savez(workdir / "final.npz", **flat(state))
 
 
@@ -169,12 +197,21 @@ def _checkpoints(workdir: Path, phase: str) -> list[str]:
   return sorted(os.listdir(workdir / "checkpoints" / phase), key=lambda name: (len(name), name))
 
 
-def test_sigkill_mid_checkpoint_then_resume_equals_uninterrupted_run(tmp_path):
+def test_sigkill_or_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   shards_dir = tmp_path / "shards"
   write_corpus(shards_dir)
   straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+  term_dir = tmp_path / "sigterm"
   straight = _start(shards_dir, straight_dir)  # runs alongside the interrupted runs
   try:
+    # SIGTERM during fine-tuning step 6 (the 16th step: 10 of pre-training first): the step
+    # finishes, checkpoint 6 is written, the worker exits 0 with one line; the rerun resumes.
+    log = _wait(_start(shards_dir, term_dir, "sigterm:16"), term_dir)
+    assert "preempted: finetune: stopped by SIGTERM after step 6" in log
+    assert _checkpoints(term_dir, "finetune") == ["4", "6"]
+    assert not (term_dir / "final.npz").exists()
+    log = _wait(_start(shards_dir, term_dir), term_dir)
+    assert "finetune: resuming from the checkpoint of step 6" in log
     # Killed while writing pre-training checkpoint 8 (after checkpoint 4 and the log lines of
     # steps 6 and 8), then while writing fine-tuning checkpoint 8; the third run finishes.
     _kill_when_hung(_start(shards_dir, resumed_dir, "pretrain:8"), resumed_dir)
@@ -194,11 +231,12 @@ def test_sigkill_mid_checkpoint_then_resume_equals_uninterrupted_run(tmp_path):
 
   assert _records(resumed_dir) == _records(straight_dir)
   assert {r["phase"] for r in _records(straight_dir)} == {"pretrain", "finetune"}
-  expected, got = np.load(straight_dir / "final.npz"), np.load(resumed_dir / "final.npz")
-  assert sorted(got.files) == sorted(expected.files)
-  assert int(got[".step"]) == 10
-  for key in expected.files:
-    np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+  expected = np.load(straight_dir / "final.npz")
+  for got in (np.load(resumed_dir / "final.npz"), np.load(term_dir / "final.npz")):
+    assert sorted(got.files) == sorted(expected.files)
+    assert int(got[".step"]) == 10
+    for key in expected.files:
+      np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
   for phase in ("pretrain", "finetune"):  # the half-written checkpoints are gone
     assert _checkpoints(resumed_dir, phase) == _checkpoints(straight_dir, phase)
 

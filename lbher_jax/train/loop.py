@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +16,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lbher_jax import files
 from lbher_jax.data import loader as loader_lib
@@ -26,6 +29,26 @@ from lbher_jax.train import steps as steps_lib
 
 class NonFiniteError(RuntimeError):
   """Training produced a non-finite loss or gradient."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: the current step was finished and checkpointed; the same command resumes."""
+
+
+_sigterm = threading.Event()
+
+
+def _on_sigterm(signum, frame) -> None:  # pylint: disable=unused-argument
+  _sigterm.set()
+
+
+def _preempted() -> bool:
+  """Whether any process of the run has received SIGTERM: every process must stop at the same
+  step, so on several hosts the flags are gathered (one small collective per step)."""
+  flag = _sigterm.is_set()
+  if jax.process_count() > 1:
+    flag = bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+  return flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +204,20 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
 
   logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",
                phase.name, phase.steps, phase.batch_size, mesh.size, len(source))
+  in_main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+  try:
+    return _train_steps(phase, step_fn, state, data_iter, start, mesh, ckpt, schedule,
+                        metrics_path, validate, track_best)
+  finally:
+    if in_main_thread:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def _train_steps(phase, step_fn, state, data_iter, start, mesh, ckpt, schedule, metrics_path,
+                 validate, track_best):
+  """The step loop of `run_phase`; on SIGTERM it finishes the step, checkpoints, raises
+  Preempted."""
   pending, t0, done_since = [], time.perf_counter(), 0
   for step in range(start + 1, phase.steps + 1):
     batch = mesh_lib.to_global(next(data_iter), mesh)
@@ -188,7 +225,8 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
     pending.append(metrics)
     done_since += 1
     last = step == phase.steps
-    checkpoint = step % phase.checkpoint_every == 0 or last
+    preempted = not last and _preempted()
+    checkpoint = step % phase.checkpoint_every == 0 or last or preempted
     # A checkpoint also closes a logging window: no checkpoint follows a non-finite step, and a
     # resumed run logs the same windows as an uninterrupted one.
     if step % phase.log_every == 0 or checkpoint:
@@ -212,6 +250,12 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
                              if isinstance(v, float)))
       append_jsonl(metrics_path, record)
       pending, t0, done_since = [], time.perf_counter(), 0
+    if preempted:
+      # Not validated: the best checkpoint is chosen among the regular ones, as without SIGTERM.
+      ckpt.save(step, state, data_iter)
+      ckpt.close()
+      raise Preempted(f"{phase.name}: stopped by SIGTERM after step {step}; the checkpoint is in "
+                      f"{ckpt.directory}; run the same command again to resume")
     if checkpoint:
       val = validate(state) if validate is not None else None
       if val is not None:
