@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lbher_jax import LABELS, datasets, files, provenance
 from lbher_jax.data import loader as loader_lib
@@ -46,7 +47,8 @@ def read_corpus(config: ml_collections.ConfigDict, workdir: Path) -> list[datase
   options = reader_options(config)
   root = config.data.root or _default_root(config.data.name, options)
   utterances, stats = datasets.read_with_stats(config.data.name, root, **options)
-  files.atomic_write_json(workdir / "corpus_stats.json", stats)
+  if jax.process_index() == 0:
+    files.atomic_write_json(workdir / "corpus_stats.json", stats)
   return utterances
 
 
@@ -72,7 +74,9 @@ def preprocess(config, utterances, workdir: Path) -> list[dict]:
             "options": reader_options(config)}
   preprocess_lib.preprocess(utterances, _shards_dir(workdir), settings(config), corpus=corpus,
                             workers=config.data.workers, per_shard=config.data.per_shard,
-                            rejects_path=workdir / "rejects.jsonl")
+                            rejects_path=workdir / "rejects.jsonl",
+                            share=(jax.process_index(), jax.process_count()),
+                            barrier=multihost_utils.sync_global_devices)
   return preprocess_lib.load_records(_shards_dir(workdir))
 
 
@@ -370,4 +374,5 @@ def _record_split(fold_dir: Path, parts: Parts) -> None:
   if path.exists() and json.loads(path.read_text()) != ids:
     raise preprocess_lib.PreprocessError(
         f"{path}: this workdir was trained on another split (config changed?); use a new --workdir")
-  files.atomic_write_json(path, ids)
+  if jax.process_index() == 0:
+    files.atomic_write_json(path, ids)

@@ -6,6 +6,7 @@ job assembled the global batch in order and that both processes end with identic
 equal to the single-process run up to float rounding.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -23,13 +24,15 @@ PROJECT_ROOT = WORKER.parents[1]
 TIMEOUT_S = 240
 
 
-def _start(out: Path, num_devices: int, extra_env: dict[str, str]) -> subprocess.Popen:
+def _start(out: Path, num_devices: int, extra_env: dict[str, str],
+           worker: Path = WORKER, args: tuple[str, ...] | None = None) -> subprocess.Popen:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("JAX_", "SLURM_", "OMPI_", "XLA_FLAGS"))}
   # Compile quickly: the programs are tiny, LLVM optimisation would dominate the run time.
   env.update(extra_env, PYTHONPATH=str(PROJECT_ROOT),
              XLA_FLAGS="--xla_backend_optimization_level=0")
-  return subprocess.Popen([sys.executable, str(WORKER), str(out), str(num_devices)], env=env,
+  args = (str(out), str(num_devices)) if args is None else args
+  return subprocess.Popen([sys.executable, str(worker), *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -74,3 +77,28 @@ def test_two_processes_match_one(tmp_path):
     trained = not np.array_equal(p0[key], p0["initial" + key[len("params"):]])
     head = key.startswith(("params/output/", "params/audio_output/", "params/video_output/"))
     assert trained != head, key  # no pre-training loss term reaches the output layers
+
+
+@pytest.mark.skipif(not GLOO, reason="this jaxlib has no gloo CPU collectives, which "
+                    "cross-process computations on CPU need")
+def test_two_processes_preprocess_half_each_and_match_one(tmp_path):
+  from lbher_jax.datasets import demo  # pylint: disable=import-outside-toplevel
+  worker = WORKER.with_name("preprocess_worker.py")
+  cache = tmp_path / "corpus"
+  demo.ensure(cache, num_speakers=3, clips_per_emotion=1, min_duration=1.2, max_duration=2.4)
+  port = portpicker.pick_unused_port()
+  env = lambda i: {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+                   "JAX_PROCESS_ID": str(i)}
+  procs = [_start(tmp_path, 1, env(i), worker, (str(cache), str(tmp_path / "two")))
+           for i in range(2)]
+  procs.append(_start(tmp_path, 1, {}, worker, (str(cache), str(tmp_path / "one"))))
+  outputs = _finish(procs)
+  for proc, output in zip(procs, outputs):
+    assert proc.returncode == 0, output[-3000:]
+  made = [json.loads(out.strip().splitlines()[-1])["made"] for out in outputs]
+  assert made[0] == [0, 2, 4] and made[1] == [1, 3, 5] and made[2] == list(range(6))
+  one, two = tmp_path / "one", tmp_path / "two"
+  names = sorted(p.name for p in one.iterdir())
+  assert names == sorted(p.name for p in two.iterdir()) and "index.json" in names
+  for name in names:
+    assert (one / name).read_bytes() == (two / name).read_bytes(), name

@@ -15,7 +15,7 @@ import time
 import zlib
 from concurrent import futures
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from absl import logging
@@ -157,22 +157,33 @@ def _finished(out_dir: Path, shard_id: int, expected_ids: list[str]) -> dict | N
 
 def preprocess(utterances: list[Utterance], out_dir: Path, settings: Settings, *,
                corpus: dict, workers: int = 2, per_shard: int = 16,
-               rejects_path: Path | None = None) -> dict:
-  """Writes shards for `utterances` into `out_dir`, resuming; returns the index it writes."""
+               rejects_path: Path | None = None, share: tuple[int, int] = (0, 1),
+               barrier: Callable[[str], None] | None = None) -> dict:
+  """Writes shards for `utterances` into `out_dir`, resuming; returns the index.
+
+  With several processes (`share` = (process index, process count) and a `barrier(name)` that
+  all of them call), each process makes only the shards s with s % count == index; after the
+  barrier, process 0 checks every shard and writes the index and the rejects, and a second
+  barrier lets the others read them. The shards are those a single process would make.
+  """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   _check_fingerprint(out_dir, {"settings": settings.fingerprint(), "corpus": corpus})
   groups = plan(utterances, per_shard)
+  index_of, count = share
   infos: dict[int, dict] = {}
   todo = []
   for shard_id, group in enumerate(groups):
+    if shard_id % count != index_of:
+      continue
     info = _finished(out_dir, shard_id, [u.id for u in group])
     if info is None:
       todo.append((shard_id, group, settings, str(out_dir)))
     else:
       infos[shard_id] = info
-  logging.info("preprocess: %d utterances in %d shards; %d already done, %d to do (%d workers)",
-               len(utterances), len(groups), len(infos), len(todo), workers)
+  logging.info("preprocess: %d utterances in %d shards; of this process's %d, %d already done, "
+               "%d to do (%d workers)", len(utterances), len(groups), len(infos) + len(todo),
+               len(infos), len(todo), workers)
   start, seconds = time.perf_counter(), 0.0
   for info in _run(todo, workers, out_dir):
     infos[info["shard"]] = info
@@ -181,14 +192,26 @@ def preprocess(utterances: list[Utterance], out_dir: Path, settings: Settings, *
     logging.info("preprocess: shard %d/%d done: %d segments, %d rejected; %.0f s of media in "
                  "%.1f s (%.1fx real time)", len(infos), len(groups), info["rows"],
                  len(info["rejects"]), seconds, elapsed, seconds / max(elapsed, 1e-9))
+  if count > 1:
+    barrier("preprocess: shards written")
+    for shard_id, group in enumerate(groups):
+      if shard_id not in infos:
+        info = _finished(out_dir, shard_id, [u.id for u in group])
+        if info is None:
+          raise PreprocessError(f"{out_dir}: shard {shard_id} (process {shard_id % count}'s "
+                                "share) is missing or damaged; rerun the same command")
+        infos[shard_id] = info
   ordered = [infos[i] for i in range(len(groups))]
   rejects = [r for info in ordered for r in info["rejects"]]
-  if rejects_path is not None:
-    files.atomic_write_text(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects))
   index = {"num_shards": len(ordered), "rows": sum(i["rows"] for i in ordered),
            "utterances": len(utterances), "rejected": len(rejects),
            "faces_found": _face_rate(ordered)}
-  files.atomic_write_json(out_dir / INDEX, index)
+  if index_of == 0:
+    if rejects_path is not None:
+      files.atomic_write_text(rejects_path, "".join(json.dumps(r) + "\n" for r in rejects))
+    files.atomic_write_json(out_dir / INDEX, index)
+  if count > 1:
+    barrier("preprocess: index written")
   if rejects:
     logging.warning("preprocess: %d of %d files rejected (see %s)", len(rejects),
                     len(utterances), rejects_path or "the shard index")
