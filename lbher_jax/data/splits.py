@@ -1,6 +1,6 @@
 """Train / validation / test splits of a corpus by utterance id, and training-set balancing.
 
-Protocols (DESIGN §7):
+Protocols (docs/ARCHITECTURE.md, "Why it is built this way"):
   "speaker"  the default: speaker-independent folds. When every utterance has a session, there are
              several sessions and no speaker spans two of them (IEMOCAP), fold k leaves session k
              out (sessions in natural order); otherwise the speakers are shuffled with the seed and

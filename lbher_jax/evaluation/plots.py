@@ -243,7 +243,7 @@ def plot_sweep(summary: Mapping[str, Mapping[str, Any]], path: str | Path) -> No
 
 def plot_timeline(prediction: Mapping[str, Any], path: str | Path) -> None:
   """Class probabilities of each segment as stacked bars over time, the segment's label above it,
-  from a predict output dict (DESIGN §4)."""
+  from a predict output dict (docs/ARCHITECTURE.md, "Predict output")."""
   segments = prediction["segments"]
   labels = list(prediction.get("probabilities") or LABELS)
   starts = np.array([s["start"] for s in segments], dtype=np.float64)
