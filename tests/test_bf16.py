@@ -5,12 +5,15 @@ and accuracies within a stated tolerance, and a checkpoint of one dtype restores
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import demo
 from lbher_jax.models import get_model
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import state as state_lib
 from lbher_jax.train import steps
+
+pytestmark = pytest.mark.slow  # subprocess / end-to-end runs
 
 STEPS = 100
 

@@ -5,6 +5,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lbher_jax import compiler
 from lbher_jax.models import ops
@@ -47,6 +48,7 @@ def _batch_norm_grads64(x, dy, scale, bias):
   return scale * inv * (dy - (dbias + x_hat * dscale) / count), dscale, dbias
 
 
+@pytest.mark.slow
 def test_batch_norm_gradient_is_accurate_under_the_options():
   """BatchNorm over 1.9 million values per channel, against a float64 reference written out by
   hand, alone and fused with ReLU and a (1, 2, 2) max-pool. (With YNNPACK's reductions switched

@@ -17,6 +17,8 @@ from lbher_jax import LABELS, export, media, predict
 from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
+pytestmark = pytest.mark.slow  # subprocess / end-to-end runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

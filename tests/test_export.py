@@ -149,6 +149,7 @@ def test_model_inputs_are_all_a_model_reads(name):
   assert "params" in out
 
 
+@pytest.mark.slow
 def test_hybrid_with_mirror_averaging_exports_for_any_batch_size(tmp_path):
   """The mirror-averaged video stream (batch doubled, then halved) exports with a symbolic batch
   size and gives the in-process outputs at other sizes."""

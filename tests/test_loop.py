@@ -197,6 +197,7 @@ def _checkpoints(workdir: Path, phase: str) -> list[str]:
   return sorted(os.listdir(workdir / "checkpoints" / phase), key=lambda name: (len(name), name))
 
 
+@pytest.mark.slow
 def test_sigkill_or_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   shards_dir = tmp_path / "shards"
   write_corpus(shards_dir)

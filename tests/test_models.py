@@ -194,6 +194,7 @@ def test_mirror_faces_at_test(name):
   jax.tree.map(np.testing.assert_array_equal, train(model_mirror), train(model))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach", [False, True])
 def test_detach_joint_stops_the_joint_loss_at_the_streams(detach):
   """With detach_joint the joint logits' loss trains the joint layer only; the streams get none of
@@ -292,6 +293,7 @@ def test_batch_norm_matches_flax(masked):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, window, masked", [
   ((4, 7, 9, 5), (2, 2), False),
   ((4, 5, 7, 9, 6), (1, 2, 2), True),

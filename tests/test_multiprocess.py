@@ -17,6 +17,8 @@ import portpicker
 import pytest
 from jax._src.lib import _jax
 
+pytestmark = pytest.mark.slow  # subprocess / end-to-end runs
+
 GLOO = hasattr(_jax, "make_gloo_tcp_collectives")
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

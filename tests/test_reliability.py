@@ -207,6 +207,7 @@ def test_one_crashing_file_does_not_stop_the_batch(corpus, tmp_path, monkeypatch
   assert reject["reason"] == f"{crash}: IndexError: simulated bug"
 
 
+@pytest.mark.slow
 def test_ten_minute_video_is_processed_in_bounded_time_and_memory(tmp_path):
   """600 s of 32x32 video at 5 fps with 8 kHz audio, one utterance of 200 3-s segments.
 

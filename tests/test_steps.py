@@ -125,6 +125,7 @@ def test_optimizer_schedule_and_weight_decay():
   np.testing.assert_array_equal(updates["bias"], 0.0)  # biases are not decayed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", steps.PHASES)
 def test_one_and_four_devices_agree(phase, host_state, host_batch):
   state1, (metrics1,) = _run(phase, 1, host_state, host_batch)

@@ -98,6 +98,7 @@ def _main(workdir: Path, cache: Path, *args: str) -> subprocess.CompletedProcess
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_over_seeds_and_folds_resumes(tmp_path):
   # Two models x two seeds x every fold of the 5-speaker tiny demo in 2 folds: 8 runs.
   workdir, cache = tmp_path / "work", tmp_path / "cache"
@@ -151,6 +152,7 @@ def test_tiny_sweep_over_seeds_and_folds_resumes(tmp_path):
   assert rerun["runs"] == result["runs"]          # deterministic: the redone run is identical
 
 
+@pytest.mark.slow
 def test_table2_is_a_protocol_sweep_with_the_papers_figures(tmp_path):
   workdir, cache = tmp_path / "work", tmp_path / "cache"
   result = _main(workdir, cache, "--config", "configs/table2.py:tiny",
