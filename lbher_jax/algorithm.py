@@ -182,12 +182,9 @@ def pretraining_metrics(model, state, shards_dir: Path, rows: list[dict], mesh,
   audio, video = loop.embeddings(model, state, source, mesh, batch_size)
   labels = np.array([r["label_id"] for r in rows])
   clips = np.array([r["utt"] for r in rows])
-  result = correspondence.correspondence(audio, video, labels, clips)
   d = correspondence.distances(audio, video)
-  other = clips[:, None] != clips[None, :]
-  same = labels[:, None] == labels[None, :]
-  result["_distances"] = {"positive": np.diag(d), "negative": d[other & ~same],
-                          "negative_same_emotion": d[other & same]}
+  result = correspondence.from_distances(d, labels, clips)
+  result["_distances"] = correspondence.distance_groups(d, labels, clips)
   return result
 
 

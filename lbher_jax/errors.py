@@ -1,5 +1,7 @@
 """The errors a user can cause (bad files, wrong paths, mismatched workdirs) and gets as one line."""
 
+import dataclasses
+
 from lbher_jax.data.preprocess import PreprocessError
 from lbher_jax.data.shards import ShardError
 from lbher_jax.datasets import CorpusError
@@ -15,7 +17,7 @@ class ConfigError(ValueError):
 def check_config(config) -> None:
   """Refuses contradictory settings before any work is done, naming the keys to change."""
   m, a, v = config.model, config.audio, config.video
-  known = {f for f in PhaseConfig.__dataclass_fields__} - {"name"}
+  known = {f.name for f in dataclasses.fields(PhaseConfig)} - {"name"}
   for section in ("pretrain", "train"):
     unknown = sorted(set(config[section].to_dict()) - known)
     if unknown:

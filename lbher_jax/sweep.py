@@ -144,15 +144,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, command: str | N
   return result
 
 
-def _arm(run: Run | dict, single_protocol: bool) -> str:
-  model, protocol = (run.model, run.protocol) if isinstance(run, Run) else (run["model"],
-                                                                            run["protocol"])
-  return model if single_protocol else f"{model}/{protocol}"
+def _arm(run: Run, protocol_sweep: bool) -> str:
+  """The summary key of a run's arm: its model, or model/protocol in a sweep over protocols."""
+  return f"{run.model}/{run.protocol}" if protocol_sweep else run.model
 
 
 def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -> dict:
   """sweep.json's content from the finished runs' results.json: runs, summary, paired."""
-  single = len(protocols_of(config)) == 1
+  protocol_sweep = bool(tuple(config.sweep.protocols))
   rows, matrices = [], {}
   for r in runs:
     path = r.directory(workdir) / "results.json"
@@ -164,9 +163,10 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
                  "leaky": bool(res.get("leaky"))})
     matrices[r] = np.array(res["confusion_matrix"])
   # One unit per (arm, seed), only when all its planned folds are done.
-  planned = {}
+  planned, arm_of = {}, {}
   for r in runs:
-    planned.setdefault((_arm(r, single), r.seed), []).append(r)
+    planned.setdefault((_arm(r, protocol_sweep), r.seed), []).append(r)
+    arm_of[_arm(r, protocol_sweep)] = (r.model, r.protocol)
   units: dict[str, dict[int, dict]] = {}
   for (arm, seed), members in planned.items():
     if all(m in matrices for m in members):
@@ -176,9 +176,8 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
              for arm, by_seed in units.items()}
   paired = []
   for a, b in itertools.combinations(units, 2):
-    ma, pa = a.split("/") if not single else (a, None)
-    mb, pb = b.split("/") if not single else (b, None)
-    if not single and ma != mb and pa != pb:
+    (ma, pa), (mb, pb) = arm_of[a], arm_of[b]
+    if ma != mb and pa != pb:
       continue   # compare models under one protocol, or one model under two protocols
     seeds = sorted(set(units[a]) & set(units[b]))
     if not seeds:
@@ -243,7 +242,7 @@ def table2_rows(result: dict) -> list[dict]:
   """Table 2 rows (report.table2_markdown's format) from a protocol sweep's summary."""
   rows = []
   for arm, s in result["summary"].items():
-    model, protocol = arm.split("/") if "/" in arm else (arm, "config")
+    model, protocol = arm.split("/")   # a protocol sweep: every arm is model/protocol
     rows.append({"model": model, "protocol": protocol, "accuracy": s["accuracy"]["mean"],
                  "unweighted_accuracy": s["unweighted_accuracy"]["mean"],
                  "accuracy_ci95": s["accuracy"]["ci95"],

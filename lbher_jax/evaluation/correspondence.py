@@ -55,8 +55,22 @@ def correspondence(audio: np.ndarray, video: np.ndarray, labels: np.ndarray,
   `candidates` is the mean number of candidates per anchor (so chance top-1 is
   1 / (1 + candidates)); the distances are the means over positives and over all candidates.
   """
+  return from_distances(distances(audio, video), labels, clips)
+
+
+def distance_groups(d: np.ndarray, labels: np.ndarray, clips: np.ndarray) -> dict:
+  """The distances of [N, N] `d` split into positives, negatives of another emotion and
+  negatives of the same emotion (other clips only), for the figure."""
   labels, clips = np.asarray(labels), np.asarray(clips)
-  d = distances(audio, video)
+  other = clips[:, None] != clips[None, :]
+  same = labels[:, None] == labels[None, :]
+  return {"positive": np.diag(d), "negative": d[other & ~same],
+          "negative_same_emotion": d[other & same]}
+
+
+def from_distances(d: np.ndarray, labels: np.ndarray, clips: np.ndarray) -> dict:
+  """`correspondence` from the [N, N] audio-video distance matrix."""
+  labels, clips = np.asarray(labels), np.asarray(clips)
   other = clips[:, None] != clips[None, :]
   same = labels[:, None] == labels[None, :]
   auc_all, top1_all, n_all = _rank_scores(d, other)

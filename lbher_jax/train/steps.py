@@ -119,9 +119,9 @@ def make_eval_step(model: nn.Module, temperature: float = 1.0
   def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     out = model.apply(_variables(state, state.params), batch, train=False)
     heads = {k.removesuffix("logits") + "probs": jax.nn.softmax(v)
-             for k, v in out.items() if k.endswith("logits")}
-    heads["probs"] = jax.nn.softmax(out["logits"] / temperature)
-    return {"logits": out["logits"], **heads}
+             for k, v in out.items() if k.endswith("_logits")}
+    return {"logits": out["logits"], "probs": jax.nn.softmax(out["logits"] / temperature),
+            **heads}
 
   return eval_step
 
