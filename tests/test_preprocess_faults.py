@@ -6,6 +6,7 @@ and must redo, never trust, a shard that fails its checksum or cannot be read.
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -142,6 +143,14 @@ def test_killed_worker_fails_the_run_with_a_message_instead_of_hanging(clips, tm
 
   index = run(str(clips), str(out))                     # the rerun completes the job
   assert index["num_shards"] == NUM_CLIPS and index["rejected"] == 1
+
+
+def test_an_error_in_a_worker_is_raised_in_the_parent_and_no_worker_is_left(tmp_path):
+  """Not a death: the worker's own exception comes back, and every worker process is ended."""
+  bad = [(0, [], "not settings", str(tmp_path)), (1, [], "not settings", str(tmp_path))]
+  with pytest.raises(AttributeError, match="audio"):
+    list(preprocess_lib._run(bad, 2, tmp_path))
+  assert not multiprocessing.active_children()
 
 
 class _Hostile:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+from multiprocessing import connection
 import time
 import zlib
-from concurrent import futures
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -227,24 +227,66 @@ def _run(todo: list, workers: int, out_dir: Path) -> Iterable[dict]:
   if workers <= 1 or len(todo) <= 1:
     yield from map(_process_shard, todo)
     return
-  # spawn: the parent may hold JAX's threads, which do not survive fork. A process pool from
-  # concurrent.futures, not multiprocessing.Pool: when a worker is killed (e.g. by the OOM killer)
-  # it fails the pending tasks instead of waiting for them forever.
+  # Spawned workers (the parent may hold JAX's threads, which do not survive fork), each with its
+  # own pipe and one task at a time. A pool's shared task queue has a lock that a worker killed
+  # while holding it (e.g. by the OOM killer) never releases, and the pool can then hang instead
+  # of failing (seen with concurrent.futures under load); a dead worker's pipe always reads EOF.
   context = multiprocessing.get_context("spawn")
-  with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-    pending = []
+  tasks = iter(todo)
+  busy: dict = {}  # connection -> (process, shard id)
+  finished = 0
+  try:
+    for _ in range(min(workers, len(todo))):
+      parent, child = context.Pipe()
+      process = context.Process(target=_worker, args=(child,), daemon=True)
+      process.start()
+      child.close()
+      busy[parent] = (process, None)
+      _hand_out(parent, busy, tasks)
+    while busy:
+      for conn in connection.wait(list(busy)):
+        process, shard_id = busy[conn]
+        try:
+          ok, payload = conn.recv()
+        except (EOFError, OSError):
+          process.join(5)
+          raise PreprocessError(
+              f"{out_dir}: a preprocessing worker process died (exit code {process.exitcode}, "
+              f"on shard {shard_id}; killed, e.g. out of memory?). The {finished} shards "
+              "finished in this run are kept; rerun the same command to resume") from None
+        if not ok:
+          raise payload
+        finished += 1
+        yield payload
+        _hand_out(conn, busy, tasks)
+  finally:
+    for conn, (process, _) in busy.items():
+      conn.close()
+      process.terminate()
+      process.join()
+
+
+def _hand_out(conn, busy: dict, tasks) -> None:
+  """Sends `conn`'s worker its next task, or lets it exit when none are left."""
+  process = busy[conn][0]
+  task = next(tasks, None)
+  if task is None:
+    conn.send(None)
+    conn.close()
+    process.join()
+    del busy[conn]
+  else:
+    conn.send(task)
+    busy[conn] = (process, task[0])
+
+
+def _worker(conn) -> None:
+  """A worker process: makes the shards it is sent until it is sent None."""
+  while (task := conn.recv()) is not None:
     try:
-      # Inside the try: a worker killed while tasks are still being submitted breaks submit too.
-      for task in todo:
-        pending.append(pool.submit(_process_shard, task))
-      for done in futures.as_completed(pending):
-        yield done.result()
-    except futures.BrokenExecutor as e:
-      finished = sum(f.done() and not f.cancelled() and f.exception() is None for f in pending)
-      raise PreprocessError(
-        f"{out_dir}: a preprocessing worker process died ({e}; killed, e.g. out of memory?). "
-        f"The {finished} shards finished in this run are kept; rerun the same command to "
-        "resume") from None
+      conn.send((True, _process_shard(task)))
+    except Exception as e:  # pylint: disable=broad-except  # re-raised in the parent
+      conn.send((False, e))
 
 
 def load_records(out_dir: Path) -> list[dict]:
