@@ -80,6 +80,21 @@ def preprocess(config, utterances, workdir: Path) -> list[dict]:
   return preprocess_lib.load_records(_shards_dir(workdir))
 
 
+def taking_part(config, utterances: list[datasets.Utterance]) -> list[datasets.Utterance]:
+  """The utterances of the speakers in config.split.speakers (every speaker when empty).
+
+  Applied after preprocessing, so a development protocol (e.g. folds over RAVDESS actors 1-14)
+  shares the shards of the full one and never sees the speakers it leaves out.
+  """
+  wanted = set(config.split.speakers)
+  if not wanted:
+    return utterances
+  unknown = sorted(wanted - {u.speaker for u in utterances})
+  if unknown:
+    raise datasets.CorpusError(f"config.split.speakers {unknown} are not speakers of this corpus")
+  return [u for u in utterances if u.speaker in wanted]
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """Row records of each side of one split (training rows already balanced). `pretrain` are the
@@ -318,6 +333,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path, mode: str = "all") -> 
   records = preprocess(config, utterances, workdir)
   if mode == "preprocess":
     return None
+  utterances = taking_part(config, utterances)
   mesh = mesh_lib.make_mesh()
   s = config.split
   folds = (range(splits_lib.num_folds_for(utterances, s.protocol, s.num_folds,

@@ -120,7 +120,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, command: str | N
   workdir.mkdir(parents=True, exist_ok=True)
   utterances = algorithm.read_corpus(config, workdir)
   algorithm.preprocess(config, utterances, workdir)
-  runs = plan(config, utterances)
+  runs = plan(config, algorithm.taking_part(config, utterances))
   began, done_here = time.monotonic(), 0
   for i, r in enumerate(runs, 1):
     run_dir = r.directory(workdir)

@@ -259,3 +259,30 @@ def test_label_fraction_limits_fine_tuning_not_pre_training():
   clips_per_class = len({r["utt"] for r in full.train}) // 4
   assert set(per_class.values()) == {round(0.2 * clips_per_class)}   # balanced, a fifth
   assert part.test == full.test and part.val == full.val
+
+
+def test_split_speakers_keep_the_others_out_of_every_fold():
+  from configs import ravdess as ravdess_config  # pylint: disable=import-outside-toplevel
+  from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
+  c = ravdess_config.get_config("fer_av_dev")
+  utts = [Utterance(id=f"a{a}_{e}_{k}", video=None, audio=Path("x.wav"), start=None, end=None,
+                    label=e, speaker=f"Actor_{a:02d}")
+          for a in range(1, 19) for e in LABELS for k in range(2)]
+  records = [{"utt": u.id, "label_id": LABELS.index(u.label), "label": u.label,
+              "speaker": u.speaker} for u in utts]
+  dev = algorithm.taking_part(c, utts)
+  assert {u.speaker for u in dev} == {f"Actor_{a:02d}" for a in range(1, 15)}
+  assert splits.num_folds_for(dev, "speaker", c.split.num_folds) == 7
+  tested = []
+  for fold in range(7):
+    parts = algorithm.split(c, dev, records, fold)
+    seen = {r["speaker"] for r in parts.train + parts.val + parts.test}
+    assert seen <= {u.speaker for u in dev}
+    assert len({r["speaker"] for r in parts.test}) == 2
+    tested += [r["utt"] for r in parts.test]
+  assert sorted(tested) == sorted(u.id for u in dev)     # every dev clip tested exactly once
+  c.split.speakers = ("Actor_01", "Actor_99")
+  with pytest.raises(Exception, match="Actor_99"):
+    algorithm.taking_part(c, utts)
+  c.split.speakers = ()
+  assert algorithm.taking_part(c, utts) == utts

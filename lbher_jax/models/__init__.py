@@ -53,6 +53,10 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     rnn_cell: "simple", "lstm" or "gru": the hybrid's audio recurrent cell (cnn_lstm and cnn_rnn
       are fixed to "lstm" and "simple" by their names).
     rnn_hidden: recurrent state width.
+    rnn_pool: what the audio stream's hidden layer reads of the RNN outputs: "last" (the last
+      step, the paper) or "mean" (their mean over time).
+    input_norm: standardise each spectrogram frequency bin before the audio convolutions
+      (BatchNorm over batch and time).
     video_convs: channels of the four 3x3x3 conv layers of the video stream.
     video_pools: (S, H, W) windows of the three 3-D max-pools after the first three convs.
     video_hidden: width of the video stream's first fully connected layer.
@@ -81,6 +85,8 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.mirror_faces_at_test = False
   config.detach_joint = False
   config.projection_dim = 0
+  config.rnn_pool = "last"
+  config.input_norm = False
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -91,7 +97,10 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   c = model_config
   common = dict(num_classes=c.num_classes, dropout=c.dropout, norm=c.norm,
                 dtype=jnp.dtype(c.dtype))
-  audio_fields = dict(convs=tuple(c.audio_convs), rnn_hidden=c.rnn_hidden, embed_dim=c.embed_dim)
+  if c.rnn_pool not in ("last", "mean"):
+    raise ValueError(f"unknown rnn_pool {c.rnn_pool!r}; expected 'last' or 'mean'")
+  audio_fields = dict(convs=tuple(c.audio_convs), rnn_hidden=c.rnn_hidden, embed_dim=c.embed_dim,
+                      rnn_pool=c.rnn_pool, input_norm=c.input_norm)
   video_fields = dict(convs=tuple(c.video_convs), pools=tuple(map(tuple, c.video_pools)),
                       hidden=c.video_hidden, embed_dim=c.embed_dim)
   if c.name == "cnn":
@@ -105,6 +114,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   if c.name == "hybrid":
     return hybrid.HybridModel(
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
+      rnn_pool=c.rnn_pool, input_norm=c.input_norm,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
       mirror_at_test=c.mirror_faces_at_test, detach_joint=c.detach_joint,
