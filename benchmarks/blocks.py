@@ -17,21 +17,25 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/
 
-from common import machine  # benchmarks/common.py (the script's own folder)
-from lbher_jax import compiler, models
-from lbher_jax.models import ops
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import machine  # noqa: E402  # benchmarks/common.py (the script's own folder)
+from configs import at_scale  # noqa: E402
+from lbher_jax import compiler, models  # noqa: E402
+from lbher_jax.models import ops  # noqa: E402
 
 
 def pooled_maps(config, batch: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
   """{layer: (conv output shape, pool window)} for every conv layer followed by a max-pool."""
-  spec = models.batch_spec(config, batch)
+  spec, config = models.batch_spec(config, batch), config.model
   maps = {}
   size = spec["video"].shape[1:4]
   for i, (channels, window) in enumerate(zip(config.video_convs, config.video_pools)):
@@ -65,7 +69,7 @@ def main() -> None:
   parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
   args = parser.parse_args()
   load_before = os.getloadavg()
-  config = models.default_model_config("hybrid", args.scale)
+  config = at_scale(args.scale)
   layers = {}
   for name, (shape, window) in pooled_maps(config, args.batch).items():
     keys = jax.random.split(jax.random.key(0), 4)

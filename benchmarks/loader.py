@@ -30,7 +30,7 @@ from common import machine  # benchmarks/common.py (the script's own folder)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from configs import default, demo  # noqa: E402
+from configs import at_scale  # noqa: E402
 from lbher_jax import models  # noqa: E402
 from lbher_jax.data import loader, shards  # noqa: E402
 from lbher_jax.features import augment  # noqa: E402
@@ -38,15 +38,14 @@ from lbher_jax.features import augment  # noqa: E402
 TARGETS = {"loader_over_train_step_min": 3.0}
 DEFAULT_BATCH = {"paper": 8, "small": 16, "tiny": 4}
 TRAIN_JSON = PROJECT_ROOT / "benchmarks" / "results" / "train_step_cpu.json"
-CONFIGS = {"paper": default.get_config, "small": demo.get_config,
-           "tiny": lambda: demo.get_config("tiny")}
 
 
-def write_shards(directory: Path, model_config, rows: int, per_shard: int) -> loader.SegmentSource:
-  """`rows` random examples of the model's input shapes in shards of `per_shard` rows."""
+def write_shards(directory: Path, config, rows: int, per_shard: int) -> loader.SegmentSource:
+  """`rows` random examples of the config's input shapes in shards of `per_shard` rows."""
   rng = np.random.default_rng(0)
-  f, t = model_config.spectrogram
-  s, h, w = model_config.frames
+  spec = models.batch_spec(config, 1)
+  f, t = spec["audio"].shape[1:]
+  s, h, w = spec["video"].shape[1:4]
   records = []
   for shard_id, begin in enumerate(range(0, rows, per_shard)):
     n = min(per_shard, rows - begin)
@@ -61,11 +60,10 @@ def write_shards(directory: Path, model_config, rows: int, per_shard: int) -> lo
 
 def bench_scale(scale: str, batch: int, batches: int, workers: int) -> dict:
   """examples/s of the training loader at `scale`'s input sizes and augmentation."""
-  config = CONFIGS[scale]()
-  model_config = models.default_model_config("hybrid", scale)
+  config = at_scale(scale)
   params = augment.AugmentParams(**config.augment.to_dict())
   with tempfile.TemporaryDirectory(prefix="lbher_loader_bench_") as tmp:
-    source = write_shards(Path(tmp), model_config, rows=4 * batch,
+    source = write_shards(Path(tmp), config, rows=4 * batch,
                           per_shard=config.data.per_shard)
     iterator = iter(loader.train_loader(source, global_batch=batch, seed=0,
                                         augment_params=params, workers=workers))
@@ -74,10 +72,11 @@ def bench_scale(scale: str, batch: int, batches: int, workers: int) -> dict:
     for _ in range(batches):
       out = next(iterator)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-  assert out["audio"].shape == (batch, *model_config.spectrogram)
+  a, v = config.audio, config.video
+  assert out["audio"].shape == (batch, a.height, a.width)
   return {"batch": batch, "batches": batches, "workers": workers,
-          "augment": config.augment.to_dict(), "spectrogram": list(model_config.spectrogram),
-          "frames": list(model_config.frames),
+          "augment": config.augment.to_dict(), "spectrogram": [a.height, a.width],
+          "frames": [v.frames_per_segment, v.height, v.width],
           "examples_per_s": round(batch * batches / wall, 2),
           "process_cpu_s_per_batch": round(cpu / batches, 4)}
 

@@ -43,14 +43,14 @@ def child(spec: dict, out_dir: Path) -> None:
   import jax  # pylint: disable=import-outside-toplevel  # the device count is set first
   jax.config.update("jax_num_cpu_devices", spec["devices"])
   sys.path.insert(0, str(PROJECT_ROOT))
-  from configs import default  # pylint: disable=import-outside-toplevel
+  from configs import at_scale, default  # pylint: disable=import-outside-toplevel
   from lbher_jax import models  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import steps  # pylint: disable=import-outside-toplevel
 
-  config = models.default_model_config("hybrid", spec["scale"])
-  model = models.get_model(config)
+  config = at_scale(spec["scale"])
+  model = models.get_model(config.model)
   batch_size = spec["batch"]
   train = default.get_config().train
   # No warm-up: full-size updates from the first step, against which the differences are judged.
@@ -64,7 +64,7 @@ def child(spec: dict, out_dir: Path) -> None:
   host_batch = {
     "audio": rng.uniform(-1, 1, model_spec["audio"].shape).astype(np.float32),
     "video": rng.integers(0, 256, model_spec["video"].shape, dtype=np.uint8),
-    "label": (np.arange(batch_size) % config.num_classes).astype(np.int32),
+    "label": (np.arange(batch_size) % config.model.num_classes).astype(np.int32),
     "clip": np.arange(batch_size, dtype=np.int32), "weight": np.ones(batch_size, np.float32)}
   batch = mesh_lib.to_global(host_batch, mesh)
   if spec["devices"] == 1:  # the starting point, for the size of the updates

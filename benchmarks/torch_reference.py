@@ -73,12 +73,12 @@ class VideoStream(nn.Module):
 class Hybrid(nn.Module):
   """Both streams, the joint output layer and each stream's own output layer."""
 
-  def __init__(self, model_config: Any):
+  def __init__(self, config: Any):
     super().__init__()
-    c = model_config
-    self.audio = AudioStream(tuple(c.spectrogram), tuple(c.audio_convs), c.rnn_hidden,
+    c, a, v = config.model, config.audio, config.video
+    self.audio = AudioStream((a.height, a.width), tuple(c.audio_convs), c.rnn_hidden,
                              c.embed_dim, c.dropout)
-    self.video = VideoStream(tuple(c.frames), tuple(c.video_convs),
+    self.video = VideoStream((v.frames_per_segment, v.height, v.width), tuple(c.video_convs),
                              tuple(map(tuple, c.video_pools)), c.video_hidden, c.embed_dim,
                              c.dropout)
     self.output = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(2 * c.embed_dim,
@@ -93,14 +93,15 @@ class Hybrid(nn.Module):
     return self.output(torch.cat([a, v], dim=-1)), self.audio_output(a), self.video_output(v)
 
 
-def make_train_step(model_config: Any, *, lr: float, weight_decay: float, clip_norm: float,
+def make_train_step(config: Any, *, lr: float, weight_decay: float, clip_norm: float,
                     aux_weight: float) -> Callable[[dict[str, torch.Tensor]], float]:
-  """A fresh Hybrid and step(batch) -> loss: forward, backward, clip, AdamW update.
+  """A fresh Hybrid of the experiment config's model and input sizes and step(batch) -> loss:
+  forward, backward, clip, AdamW update.
 
   `batch` holds torch tensors "audio" float32 [B, F, T], "video" uint8 [B, S, H, W, 3] and
   "label" int64 [B].
   """
-  model = Hybrid(model_config).train()
+  model = Hybrid(config).train()
   kernels = [p for p in model.parameters() if p.ndim > 1]
   others = [p for p in model.parameters() if p.ndim <= 1]
   optimizer = torch.optim.AdamW([{"params": kernels, "weight_decay": weight_decay},

@@ -43,7 +43,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from configs import default  # noqa: E402
+from configs import at_scale, default  # noqa: E402
 from lbher_jax import models  # noqa: E402
 from lbher_jax.train import mesh as mesh_lib  # noqa: E402
 from lbher_jax.train import state as state_lib  # noqa: E402
@@ -69,13 +69,13 @@ def matmul_rate() -> tuple[object, float]:
   return partial(compiled, a, a), 2.0 * MATMUL_N ** 3
 
 
-def random_batch(model_config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_batch(config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
   """Inputs of the model's shapes, labels cycling over the classes, every clip distinct."""
   rng = np.random.default_rng(seed)
-  spec = models.batch_spec(model_config, batch)
+  spec = models.batch_spec(config, batch)
   return {"audio": rng.uniform(-1, 1, spec["audio"].shape).astype(np.float32),
           "video": rng.integers(0, 256, spec["video"].shape, dtype=np.uint8),
-          "label": (np.arange(batch) % model_config.num_classes).astype(np.int32),
+          "label": (np.arange(batch) % config.model.num_classes).astype(np.int32),
           "clip": np.arange(batch, dtype=np.int32),
           "weight": np.ones(batch, np.float32)}
 
@@ -96,12 +96,12 @@ def compiled_flops(compiled) -> float:
 class JaxStep:
   """A compiled JAX training step of `phase` with its own (donated, threaded-through) state."""
 
-  def __init__(self, model, model_config, phase: str, batch: dict[str, np.ndarray]):
+  def __init__(self, model, config, phase: str, batch: dict[str, np.ndarray]):
     train = default.get_config().train
     pretrain = default.get_config().pretrain
     tx, _ = state_lib.make_optimizer(train.lr, train.warmup_steps, train.steps,
                                      train.weight_decay, train.clip_norm)
-    spec = models.batch_spec(model_config, len(batch["label"]))
+    spec = models.batch_spec(config, len(batch["label"]))
     self.state = jax.jit(partial(state_lib.create, model, tx, spec))(jax.random.key(0))
     step_fn = steps.make_train_step(model, phase, margin=pretrain.margin,
                                     pair_proportions=tuple(pretrain.pair_proportions),
@@ -119,7 +119,7 @@ class JaxStep:
     return float(metrics["loss"])
 
 
-def torch_step(model_config, batch: dict[str, np.ndarray]):
+def torch_step(config, batch: dict[str, np.ndarray]):
   """The PyTorch reference step on `batch` (None when torch is not installed)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel  # pip install -e .[bench]
@@ -129,7 +129,7 @@ def torch_step(model_config, batch: dict[str, np.ndarray]):
   import torch_reference  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(os.cpu_count())
   train = default.get_config().train
-  step = torch_reference.make_train_step(model_config, lr=train.lr,
+  step = torch_reference.make_train_step(config, lr=train.lr,
                                          weight_decay=train.weight_decay,
                                          clip_norm=train.clip_norm, aux_weight=train.aux_weight)
   tensors = {"audio": torch.from_numpy(batch["audio"]),
@@ -141,11 +141,11 @@ def torch_step(model_config, batch: dict[str, np.ndarray]):
 def _worker(conn, kind: str, scale: str, batch_size: int) -> None:
   """One framework in a process of its own: builds and warms its runners, sends what it knows
   about them, then times one runner per request (the runner's name) until it receives None."""
-  config = models.default_model_config("hybrid", scale)
+  config = at_scale(scale)
   batch = random_batch(config, batch_size)
   info = {}
   if kind == "jax":
-    model = models.get_model(config)
+    model = models.get_model(config.model)
     matmul, info["matmul_flops"] = matmul_rate()
     runners = {"matmul": matmul,
                "jax_finetune": JaxStep(model, config, "finetune", batch),
@@ -172,7 +172,7 @@ def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> d
   one after the other, so compilation and warm-up never overlap; then the parent asks for one
   step at a time, alternating, so that load from elsewhere hits both alike.
   """
-  config = models.default_model_config("hybrid", scale)
+  config = at_scale(scale)
   context = multiprocessing.get_context("spawn")
   workers, infos = {}, {}
   try:
@@ -201,8 +201,9 @@ def bench_scale(scale: str, batch_size: int, rounds: int, with_torch: bool) -> d
   matmul_walls = walls.pop("matmul")
   peak = info["matmul_flops"] / float(np.median(matmul_walls))
   flops = info["jax_finetune"]["flops"]
-  result = {"batch": batch_size, "spectrogram": list(config.spectrogram),
-            "frames": list(config.frames), "processes": "one per framework",
+  a, v = config.audio, config.video
+  result = {"batch": batch_size, "spectrogram": [a.height, a.width],
+            "frames": [v.frames_per_segment, v.height, v.width], "processes": "one per framework",
             "model_gflop_per_example": round(flops / batch_size / 1e9, 3),
             "compiled_cpu_gflop_per_example": round(
               info["jax_finetune"]["compiled_flops"] / batch_size / 1e9, 3),

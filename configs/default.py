@@ -40,8 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (§3.3). Face-frame jitter (frames_*, e.g. True / 0.1 / 0.2) is ours and off: the paper augments
   # audio only, and on the real clips the jitter made the video stream worse (BUILD_NOTES.md).
   c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0,
-      frames_brightness=0.0))
+      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0))
 
   c.split = ml_collections.ConfigDict()
   c.split.protocol = "speaker"     # speaker (speaker-independent folds) | random (paper)

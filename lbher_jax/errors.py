@@ -16,18 +16,12 @@ class ConfigError(ValueError):
 
 def check_config(config) -> None:
   """Refuses contradictory settings before any work is done, naming the keys to change."""
-  m, a, v = config.model, config.audio, config.video
+  m = config.model
   known = {f.name for f in dataclasses.fields(PhaseConfig)} - {"name"}
   for section in ("pretrain", "train"):
     unknown = sorted(set(config[section].to_dict()) - known)
     if unknown:
       raise ConfigError(f"config.{section}: unknown key(s) {unknown}; known: {sorted(known)}")
-  if tuple(m.spectrogram) != (a.height, a.width):
-    raise ConfigError(f"model.spectrogram {tuple(m.spectrogram)} must equal (audio.height, "
-                      f"audio.width) = {(a.height, a.width)}")
-  if tuple(m.frames) != (v.frames_per_segment, v.height, v.width):
-    raise ConfigError(f"model.frames {tuple(m.frames)} must equal (video.frames_per_segment, "
-                      f"video.height, video.width) = {(v.frames_per_segment, v.height, v.width)}")
   if config.split.label_fraction < 1 and config.pretrain.use_labels and config.pretrain.steps:
     raise ConfigError("split.label_fraction < 1 needs pretrain.use_labels=False: pre-training "
                       "sees every training clip and must not read the labels fine-tuning may "

@@ -10,8 +10,10 @@ usage: python distributed_worker.py OUT.npz NUM_LOCAL_DEVICES
 
 import os
 import sys
+from pathlib import Path
 
 os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/
 
 from functools import partial  # noqa: E402
 
@@ -19,6 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from configs import at_scale  # noqa: E402
 from lbher_jax import models  # noqa: E402
 from lbher_jax.train import mesh as mesh_lib  # noqa: E402
 from lbher_jax.train import state as state_lib  # noqa: E402
@@ -34,7 +37,7 @@ def main(out_path: str, num_devices: int) -> None:
   mesh_lib.initialize_distributed()
   config = models.default_model_config("hybrid", "tiny")
   model = models.get_model(config)
-  spec = models.batch_spec(config, GLOBAL_BATCH)
+  spec = models.batch_spec(at_scale("tiny"), GLOBAL_BATCH)
   rng = np.random.default_rng(0)
   full = {
     "audio": rng.uniform(-1, 1, spec["audio"].shape).astype(np.float32),

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from absl import logging
 
+from configs import at_scale
 from lbher_jax import models
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import shards
@@ -43,8 +44,8 @@ HUNG = "hung"  # the worker creates this file when it blocks inside a checkpoint
 def write_corpus(directory: Path) -> list[dict]:
   """Two shards of random examples with the tiny shapes (CLIPS clips of SEGMENTS segments);
   returns the row records, as data.preprocess.load_records would."""
-  config = models.default_model_config("hybrid", "tiny")
-  (f, t), (s, h, w) = config.spectrogram, config.frames
+  sizes = models.batch_spec(at_scale("tiny"), 1)
+  (f, t), (s, h, w) = sizes["audio"].shape[1:], sizes["video"].shape[1:4]
   rng = np.random.default_rng(0)
   directory.mkdir(parents=True, exist_ok=True)
   records = []
@@ -277,7 +278,7 @@ def _abstract_state(model_name: str, mesh, **overrides):
   config.update(overrides)
   tx, _ = state_lib.make_optimizer(1e-3, 0, 10, 0.0, 1.0)
   create = partial(state_lib.create, models.get_model(config), tx,
-                   models.batch_spec(config, BATCH))
+                   models.batch_spec(at_scale("tiny"), BATCH))
   return ckpt_lib.abstract_like(jax.eval_shape(create, jax.random.key(0)),
                                 mesh_lib.replicated(mesh))
 
@@ -367,7 +368,7 @@ def test_restoring_another_models_checkpoint_fails_clearly(tmp_path, model_name,
   # The same check guards inference.
   config = models.default_model_config(model_name, "tiny")
   config.update(overrides)
-  shapes = {k: v.shape for k, v in models.batch_spec(config, BATCH).items()}
+  shapes = {k: v.shape for k, v in models.batch_spec(at_scale("tiny"), BATCH).items()}
   with pytest.raises(ckpt_lib.CheckpointError, match="does not fit this model"):
     loop.restore_for_inference(models.get_model(config), mesh, tmp_path, shapes)
 

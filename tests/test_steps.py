@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import at_scale
 from lbher_jax import models
 from lbher_jax.train import mesh as mesh_lib
 from lbher_jax.train import state as state_lib
@@ -18,7 +19,7 @@ FAST = {"xla_backend_optimization_level": 0}
 BATCH = 8
 CONFIG = models.default_model_config("hybrid", "tiny")
 MODEL = models.get_model(CONFIG)
-SPEC = models.batch_spec(CONFIG, BATCH)
+SPEC = models.batch_spec(at_scale("tiny"), BATCH)
 # Plain SGD: runs on 1 and 4 devices then differ by float rounding only (Adam's first step,
 # ~lr * sign(g), would magnify it where a gradient is close to 0).
 TX = optax.sgd(0.3)
@@ -165,7 +166,7 @@ def test_loss_decreases_on_a_fixed_batch(phase, host_state, host_batch):
 
 def test_pretrain_needs_both_streams(host_batch):
   model = models.get_model(models.default_model_config("cnn_rnn", "tiny"))
-  spec = models.batch_spec(CONFIG, BATCH)
+  spec = SPEC
   state = jax.eval_shape(partial(state_lib.create, model, TX, spec), jax.random.key(0))
   with pytest.raises(ValueError, match="needs a model with both streams"):
     jax.eval_shape(steps.make_train_step(model, "pretrain"), state, host_batch)

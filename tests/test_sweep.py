@@ -84,8 +84,9 @@ def test_plan_covers_every_fold_of_every_seed():
 
 def test_paper_scale_and_small_variants():
   paper, small = table2_config.get_config(), table2_config.get_config("small")
-  assert paper.model.spectrogram == (200, 300) and paper.data.name == "demo"
-  assert small.model.spectrogram == (64, 96) and small.train.steps < paper.train.steps
+  assert (paper.audio.height, paper.audio.width) == (200, 300) and paper.data.name == "demo"
+  assert (small.audio.height, small.audio.width) == (64, 96)
+  assert small.train.steps < paper.train.steps
   with pytest.raises(ValueError, match="unknown variant"):
     table2_config.get_config("huge")
 

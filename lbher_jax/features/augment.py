@@ -2,8 +2,8 @@
 
 Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
 would play the utterance backwards). Face frames (not in the paper, which augments audio only) can
-get a mirror image, a small shift and a brightness change, the same for every frame of a segment so
-that its motion is kept.
+get a mirror image and a small shift, the same for every frame of a segment so that its motion is
+kept.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ class AugmentParams:
   enabled: bool = True
   crop_top: int = 10  # at most this many top rows (highest frequencies) are cropped
   max_rotate_deg: float = 10.0
-  # Face-frame jitter, off by default: on the real clips it made the video stream worse (see
-  # docs/experiments/2026-11-sessions-1-9.md, "Real-data accuracy").
+  # Face-frame jitter, off by default (configs/ravdess.py:fer_av turns both on).
   frames_flip: bool = False  # mirror a segment's faces with probability 1/2
   frames_shift: float = 0.0  # shift faces by up to this fraction of the height / width
-  frames_brightness: float = 0.0  # scale brightness by a factor within 1 +- this
 
 
 def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
@@ -55,7 +53,7 @@ def augment_spectrogram(spec: np.ndarray, params: AugmentParams,
 
 def augment_frames(frames: np.ndarray, params: AugmentParams,
                    rng: np.random.Generator) -> np.ndarray:
-  """Randomly mirrored, shifted and brightened copy of a segment's uint8 frames [S, H, W, C].
+  """Randomly mirrored and shifted copy of a segment's uint8 frames [S, H, W, C].
 
   One draw per segment. The shift moves the picture by whole pixels and repeats the edge pixels
   into the uncovered border. Deterministic for a given rng state; identity when disabled.
@@ -69,7 +67,4 @@ def augment_frames(frames: np.ndarray, params: AugmentParams,
   if dy or dx:
     padded = np.pad(out, ((0, 0), (max_dy, max_dy), (max_dx, max_dx), (0, 0)), mode="edge")
     out = padded[:, max_dy - dy:max_dy - dy + height, max_dx - dx:max_dx - dx + width]
-  if params.frames_brightness > 0:
-    factor = 1.0 + rng.uniform(-1, 1) * params.frames_brightness
-    out = np.clip(out.astype(np.float32) * factor + 0.5, 0, 255).astype(np.uint8)
   return np.ascontiguousarray(out, dtype=frames.dtype)

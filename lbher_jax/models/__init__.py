@@ -21,19 +21,16 @@ SCALES: tuple[str, ...] = ("paper", "small", "tiny")
 _SCALE_FIELDS = {
   # The paper-size network: ~20 GFLOP per example per training step for hybrid.
   "paper": dict(
-    spectrogram=(200, 300), frames=(20, 60, 100),
     audio_convs=(32, 64, 128, 128), rnn_hidden=256,
     video_convs=(32, 64, 128, 256), video_pools=((1, 2, 2), (2, 2, 2), (2, 2, 2)),
     video_hidden=256, embed_dim=256, dropout=0.3),
   # CPU demo: trains in minutes on two cores.
   "small": dict(
-    spectrogram=(64, 96), frames=(20, 30, 50),
     audio_convs=(8, 16, 32), rnn_hidden=32,
     video_convs=(8, 16, 32, 32), video_pools=((1, 2, 2), (2, 2, 2), (2, 2, 2)),
     video_hidden=64, embed_dim=32, dropout=0.2),
   # Unit tests.
   "tiny": dict(
-    spectrogram=(16, 24), frames=(4, 12, 16),
     audio_convs=(4, 8), rnn_hidden=8,
     video_convs=(2, 4, 4, 8), video_pools=((1, 2, 2), (2, 2, 2), (2, 2, 2)),
     video_hidden=16, embed_dim=8, dropout=0.1),
@@ -46,11 +43,8 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   Fields (all models carry all of them, so `--config.model.name=...` can switch models):
     name: one of MODEL_NAMES.
     num_classes: output classes (4: happy, anger, sad, neutral).
-    spectrogram: (F, T) input spectrogram size; must equal (config.audio.height, .width).
-    frames: (S, H, W) input clip size; must equal
-      (config.video.frames_per_segment, config.video.height, config.video.width).
     audio_convs: channels of the audio 2-D conv blocks (3x3 conv, norm, ReLU, 2x2 max-pool each).
-    rnn_cell: "simple", "lstm" or "gru": the hybrid's audio recurrent cell (cnn_lstm and cnn_rnn
+    rnn_cell: "simple" or "lstm": the hybrid's audio recurrent cell (cnn_lstm and cnn_rnn
       are fixed to "lstm" and "simple" by their names).
     rnn_hidden: recurrent state width.
     rnn_pool: what the audio stream's hidden layer reads of the RNN outputs: "last" (the last
@@ -62,10 +56,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     video_hidden: width of the video stream's first fully connected layer.
     embed_dim: width of each stream's last hidden layer (the embeddings of the contrastive loss).
     dropout: rate before every fully connected layer.
-    norm: "batch" (BatchNorm after every conv) or "none".
     dtype: compute dtype, "float32" or "bfloat16"; parameters always stay float32.
-    mirror_faces_at_test: at inference, average the video stream's embeddings of the faces and
-      of their mirror images (for models trained with mirrored faces; training is unchanged).
     detach_joint: hybrid only: the joint output layer gets no gradient into the streams, which
       then learn only from their own output layers (needs config.train.aux_weight > 0).
     projection_dim: hybrid only: 0 = the contrastive loss compares the streams' last hidden
@@ -80,9 +71,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.name = name
   config.num_classes = 4
   config.rnn_cell = "simple"
-  config.norm = "batch"
   config.dtype = "float32"
-  config.mirror_faces_at_test = False
   config.detach_joint = False
   config.projection_dim = 0
   config.rnn_pool = "last"
@@ -95,8 +84,10 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
 def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   """Builds the Flax module named by `model_config.name`."""
   c = model_config
-  common = dict(num_classes=c.num_classes, dropout=c.dropout, norm=c.norm,
+  common = dict(num_classes=c.num_classes, dropout=c.dropout,
                 dtype=jnp.dtype(c.dtype))
+  if c.rnn_cell not in audio.RNN_CELLS:
+    raise ValueError(f"unknown rnn_cell {c.rnn_cell!r}; expected one of {tuple(audio.RNN_CELLS)}")
   if c.rnn_pool not in ("last", "mean"):
     raise ValueError(f"unknown rnn_pool {c.rnn_pool!r}; expected 'last' or 'mean'")
   audio_fields = dict(convs=tuple(c.audio_convs), rnn_hidden=c.rnn_hidden, embed_dim=c.embed_dim,
@@ -110,14 +101,14 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   if c.name == "cnn_rnn":
     return audio.AudioModel(**audio_fields, rnn_cell="simple", **common)
   if c.name == "video3d":
-    return video.VideoModel(**video_fields, **common, mirror_at_test=c.mirror_faces_at_test)
+    return video.VideoModel(**video_fields, **common)
   if c.name == "hybrid":
     return hybrid.HybridModel(
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       rnn_pool=c.rnn_pool, input_norm=c.input_norm,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
-      mirror_at_test=c.mirror_faces_at_test, detach_joint=c.detach_joint,
+      detach_joint=c.detach_joint,
       projection_dim=c.projection_dim)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
@@ -127,12 +118,16 @@ def input_keys(name: str) -> tuple[str, ...]:
   return {"video3d": ("video",), "hybrid": ("audio", "video")}.get(name, ("audio",))
 
 
-def batch_spec(model_config: ml_collections.ConfigDict,
+def batch_spec(config: ml_collections.ConfigDict,
                batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes and dtypes of a model input batch (for initialisation and jax.eval_shape)."""
-  f, t = model_config.spectrogram
-  s, h, w = model_config.frames
+  """Shapes and dtypes of a model input batch (for initialisation and jax.eval_shape).
+
+  The sizes are those the experiment config's `audio` and `video` sections make; the models
+  themselves take any size.
+  """
+  a, v = config.audio, config.video
   return {
-    "audio": jax.ShapeDtypeStruct((batch_size, f, t), jnp.float32),
-    "video": jax.ShapeDtypeStruct((batch_size, s, h, w, 3), jnp.uint8),
+    "audio": jax.ShapeDtypeStruct((batch_size, a.height, a.width), jnp.float32),
+    "video": jax.ShapeDtypeStruct((batch_size, v.frames_per_segment, v.height, v.width, 3),
+                                  jnp.uint8),
   }

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from lbher_jax.models import ops
 
-RNN_CELLS = {"simple": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+RNN_CELLS = {"simple": nn.SimpleCell, "lstm": nn.LSTMCell}
 
 
 def padding_mask(batch: dict[str, jax.Array]) -> jax.Array | None:
@@ -65,23 +65,18 @@ class BatchNorm(nn.Module):
     return y
 
 
-def norm_relu_pool(x: jax.Array, pool: tuple[int, ...] | None, *, norm: str, train: bool,
+def norm_relu_pool(x: jax.Array, pool: tuple[int, ...] | None, *, train: bool,
                    mask: jax.Array | None, dtype: Any) -> jax.Array:
-  """Normalisation (per `norm`), ReLU and, with `pool`, a max-pool of that window (stride =
-  window, 'VALID') after a convolution; call inside a compact method.
+  """BatchNorm, ReLU and, with `pool`, a max-pool of that window (stride = window, 'VALID')
+  after a convolution; call inside a compact method.
 
   BatchNorm statistics come from the rows where `mask` [B] is True (padding rows do not count).
   Under jit with the batch sharded over a device mesh, the mean and variance are reductions over
   the global batch: XLA inserts the cross-device all-reduce, so 1 and N devices give the same
   result.
   """
-  if norm == "batch":
-    x = BatchNorm(dtype=dtype)(x, train=train, mask=mask, pool=pool)
-    return x if pool is not None else nn.relu(x)
-  if norm != "none":
-    raise ValueError(f"unknown norm {norm!r}; expected 'batch' or 'none'")
-  x = nn.relu(x)
-  return x if pool is None else ops.max_pool(x, pool)
+  x = BatchNorm(dtype=dtype)(x, train=train, mask=mask, pool=pool)
+  return x if pool is not None else nn.relu(x)
 
 
 class Classifier(nn.Module):
@@ -99,7 +94,7 @@ class Classifier(nn.Module):
 class AudioStream(nn.Module):
   """Spectrogram [B, F, T] -> embedding [B, embed_dim] (the last hidden layer).
 
-  Conv blocks (3x3 conv, norm, ReLU, 2x2 max-pool) treat [F, T] as a one-channel image. With a
+  Conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) treat [F, T] as a one-channel image. With a
   recurrent cell the feature map is read as a sequence over time (frequency x channels per step)
   and its last output (`rnn_pool="last"`, the paper) or the mean of its outputs over time
   (`"mean"`) feeds the hidden layer; without one (`rnn_cell=None`, the plain CNN baseline) the map
@@ -111,7 +106,6 @@ class AudioStream(nn.Module):
   rnn_hidden: int
   embed_dim: int
   dropout: float
-  norm: str
   dtype: Any = jnp.float32
   rnn_pool: str = "last"
   input_norm: bool = False
@@ -125,9 +119,8 @@ class AudioStream(nn.Module):
           x.transpose(0, 2, 1), train=train, mask=mask).transpose(0, 2, 1)
     x = x[..., None]
     for features in self.convs:
-      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=self.norm == "none",
-                  dtype=self.dtype)(x)
-      x = norm_relu_pool(x, (2, 2), norm=self.norm, train=train, mask=mask, dtype=self.dtype)
+      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+      x = norm_relu_pool(x, (2, 2), train=train, mask=mask, dtype=self.dtype)
     if self.rnn_cell is None:
       x = x.mean(axis=(1, 2))
     else:
@@ -149,7 +142,6 @@ class AudioModel(nn.Module):
   embed_dim: int
   num_classes: int
   dropout: float
-  norm: str
   dtype: Any = jnp.float32
   rnn_pool: str = "last"
   input_norm: bool = False
@@ -157,7 +149,7 @@ class AudioModel(nn.Module):
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     embedding = AudioStream(self.convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                            self.dropout, self.norm, self.dtype, self.rnn_pool, self.input_norm,
+                            self.dropout, self.dtype, self.rnn_pool, self.input_norm,
                             name="audio")(
       batch["audio"], train=train, mask=padding_mask(batch))
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(

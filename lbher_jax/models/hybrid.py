@@ -32,9 +32,7 @@ class HybridModel(nn.Module):
   embed_dim: int
   num_classes: int
   dropout: float
-  norm: str
   dtype: Any = jnp.float32
-  mirror_at_test: bool = False
   detach_joint: bool = False
   projection_dim: int = 0
   rnn_pool: str = "last"
@@ -44,12 +42,11 @@ class HybridModel(nn.Module):
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     mask = padding_mask(batch)
     audio = AudioStream(self.audio_convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                        self.dropout, self.norm, self.dtype, self.rnn_pool, self.input_norm,
+                        self.dropout, self.dtype, self.rnn_pool, self.input_norm,
                         name="audio")(
       batch["audio"], train=train, mask=mask)
     video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
-                        self.dropout, self.norm, self.dtype, self.mirror_at_test,
-                        name="video")(
+                        self.dropout, self.dtype, name="video")(
       batch["video"], train=train, mask=mask)
     joint = jnp.concatenate([audio, video], axis=-1)
     if self.detach_joint:

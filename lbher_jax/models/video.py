@@ -55,40 +55,29 @@ class Conv3D(nn.Module):
 class VideoStream(nn.Module):
   """Face frames uint8 [B, S, H, W, 3] -> embedding [B, embed_dim] (the second dense layer).
 
-  Each conv is followed by norm and ReLU; the first len(pools) convs by a 3-D max-pool of that
-  window. The last feature map is flattened (keeping where in the face and when a feature fired)
-  into the two dense layers. With `mirror_at_test`, inference averages the embeddings of the
-  faces and of their mirror images.
+  Each conv is followed by BatchNorm and ReLU; the first len(pools) convs by a 3-D max-pool of
+  that window. The last feature map is flattened (keeping where in the face and when a feature
+  fired) into the two dense layers.
   """
   convs: tuple[int, ...]
   pools: tuple[tuple[int, int, int], ...]
   hidden: int
   embed_dim: int
   dropout: float
-  norm: str
   dtype: Any = jnp.float32
-  mirror_at_test: bool = False
 
   @nn.compact
   def __call__(self, frames: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
-    mirror = self.mirror_at_test and not train
-    n = frames.shape[0]
-    if mirror:
-      # The faces and their mirror images in one pass; their embeddings are averaged below.
-      frames = jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0)
-      mask = None if mask is None else jnp.concatenate([mask, mask], axis=0)
     x = frames.astype(self.dtype) / 127.5 - 1.0
     for i, features in enumerate(self.convs):
-      x = Conv3D(features, use_bias=self.norm == "none", dtype=self.dtype)(x)
+      x = Conv3D(features, use_bias=False, dtype=self.dtype)(x)
       pool = self.pools[i] if i < len(self.pools) else None
-      x = norm_relu_pool(x, pool, norm=self.norm, train=train, mask=mask, dtype=self.dtype)
+      x = norm_relu_pool(x, pool, train=train, mask=mask, dtype=self.dtype)
     x = x.reshape(x.shape[0], -1)
     for features in (self.hidden, self.embed_dim):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(nn.Dense(features, dtype=self.dtype)(x))
-    if mirror:
-      x = (x[:n] + x[n:]) / 2
     return x
 
 
@@ -100,15 +89,12 @@ class VideoModel(nn.Module):
   embed_dim: int
   num_classes: int
   dropout: float
-  norm: str
   dtype: Any = jnp.float32
-  mirror_at_test: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     embedding = VideoStream(self.convs, self.pools, self.hidden, self.embed_dim, self.dropout,
-                            self.norm, self.dtype, self.mirror_at_test,
-                            name="video")(
+                            self.dtype, name="video")(
       batch["video"], train=train, mask=padding_mask(batch))
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       embedding, train=train)
