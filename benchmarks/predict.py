@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lbher_jax import media, predict  # noqa: E402  pylint: disable=wrong-import-position
+from lbher_jax import inference, media, predict  # noqa: E402  pylint: disable=wrong-import-position
 from lbher_jax.features import audio as audio_features  # noqa: E402
 from lbher_jax.features import video as video_features  # noqa: E402
 
@@ -63,7 +63,7 @@ def random_checkpoint(config, workdir: Path) -> None:
   from lbher_jax.train import checkpoint, state  # pylint: disable=import-outside-toplevel
   tx, _ = state.make_optimizer(lr=0.0, warmup_steps=0, total_steps=1, weight_decay=0.0,
                                clip_norm=1.0)
-  shapes = {k: x.shape for k, x in predict.example_batch(config).items()}
+  shapes = {k: x.shape for k, x in inference.example_batch(config).items()}
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints" / "finetune")
   ckpt.save(1, state.create(get_model(config.model), tx, shapes, jax.random.key(config.seed)))
   ckpt.close()
@@ -78,7 +78,7 @@ def _timed(fn, *args, **kwargs):
 def stages(path: Path, classify, audio_params, video_params) -> dict[str, float]:
   """Seconds of each stage of predict.segment_inputs + the model, run one after the other."""
   t = {}
-  info, t["probe"] = _timed(predict.check_media, path)
+  info, t["probe"] = _timed(media.require_audio_video, path)
   bounds = audio_features.segment_bounds(info.duration, audio_params)
   rel = dataclasses.replace(audio_params, mode="segments")
   rng = np.random.default_rng(0)
@@ -133,7 +133,8 @@ def main() -> None:
     workdir = tmp / "work"
     random_checkpoint(config, workdir)
     load_avg = os.getloadavg()
-    classify, load_s = _timed(predict.load_classifier, config, workdir)
+    classify, load_s = _timed(inference.load_classifier, config, workdir,
+                              predict.CHUNK_SEGMENTS)
     call = lambda: predict.predict_video(video, classify, audio_params, video_params,
                                          seed=config.seed)
     result, cold_s = _timed(call)

@@ -27,10 +27,9 @@ from common import machine  # benchmarks/common.py (the script's own folder)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lbher_jax import algorithm, errors  # noqa: E402
+from lbher_jax import algorithm, config_checks, inference  # noqa: E402
 from lbher_jax.data import loader  # noqa: E402
 from lbher_jax.models import get_model  # noqa: E402
-from lbher_jax.train import loop  # noqa: E402
 from lbher_jax.train import mesh as mesh_lib  # noqa: E402
 
 
@@ -59,7 +58,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   config = load_config(args.config, args.set)
   config.split.fold = args.fold
-  errors.check_config(config)
+  config_checks.check(config)
   began = time.perf_counter()
   workdir = Path(args.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +70,7 @@ def main(argv=None) -> dict:
   model = get_model(config.model)
   example = loader.source_from_records(workdir / algorithm.SHARDS, parts.test)[0]
   shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
-  state = loop.restore_for_inference(model, mesh, workdir, shapes, phase="pretrain",
+  state = inference.restore(model, mesh, workdir, shapes, phase="pretrain",
                                      prefer_best=False)
   out = {}
   for side, rows in (("test", parts.test), ("train", parts.pretrain)):

@@ -64,10 +64,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=2000, batch_size=32, lr=3e-4, warmup_steps=100, weight_decay=1e-4, clip_norm=1.0,
       margin=1.0, pair_proportions=(0.5, 0.25, 0.25), loss="margin", temperature=0.1,
       use_labels=True,
-      log_every=50, checkpoint_every=500))
+      log_every=50, checkpoint_every=500, profile_steps=()))
   c.train = ml_collections.ConfigDict(dict(
       steps=4000, batch_size=32, lr=3e-4, warmup_steps=200, weight_decay=1e-4, clip_norm=1.0,
-      aux_weight=1.0, log_every=50, checkpoint_every=500, keep_checkpoints=3))
+      aux_weight=1.0, log_every=50, checkpoint_every=500, keep_checkpoints=3,
+      profile_steps=()))   # (first, last): a jax.profiler trace in WORKDIR/profile/
   # Which fine-tuned checkpoint evaluate/predict use: "best" by validation UA, or "latest".
   c.eval = ml_collections.ConfigDict(dict(batch_size=64, checkpoint="best"))
   # --mode sweep (lbher_jax/sweep.py): every model x protocol x seed x fold (split.fold=-1: all

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lbher_jax import LABELS, datasets, files, provenance
+from lbher_jax import LABELS, datasets, files, inference, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
@@ -174,9 +174,9 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   val_source = loader_lib.source_from_records(shards_dir, parts.val) if parts.val else None
   validate = None
   if val_source is not None:
-    eval_step = loop.compile_eval_step(model, mesh)
+    eval_step = inference.compile_eval_step(model, mesh)
     def validate(state):
-      probs = loop.predict(model, state, val_source, mesh, config.eval.batch_size, eval_step)
+      probs = inference.predict(model, state, val_source, mesh, config.eval.batch_size, eval_step)
       m = clip_metrics(parts.val, probs)
       return {"val_accuracy": m["accuracy"], "val_unweighted_accuracy": m["unweighted_accuracy"]}
   return loop.run_phase(
@@ -194,7 +194,7 @@ def pretraining_metrics(model, state, shards_dir: Path, rows: list[dict], mesh,
   """Audio-visual correspondence of `rows` under the model's current weights
   (evaluation/correspondence.py), plus the unit-embedding distances for the figure."""
   source = loader_lib.source_from_records(shards_dir, rows)
-  audio, video = loop.embeddings(model, state, source, mesh, batch_size)
+  audio, video = inference.embeddings(model, state, source, mesh, batch_size)
   labels = np.array([r["label_id"] for r in rows])
   clips = np.array([r["utt"] for r in rows])
   d = correspondence.distances(audio, video)
@@ -213,10 +213,11 @@ def _warn_if_collapsed(metrics: dict, where: str) -> None:
 
 
 def _phase(name: str, c) -> loop.PhaseConfig:
-  """The PhaseConfig of config.pretrain / config.train (errors.check_config refuses other keys)."""
+  """The PhaseConfig of config.pretrain / config.train (config_checks.check refuses other keys)."""
   values = c.to_dict()
-  if "pair_proportions" in values:
-    values["pair_proportions"] = tuple(values["pair_proportions"])
+  for key in ("pair_proportions", "profile_steps"):
+    if key in values:
+      values[key] = tuple(values[key])
   return loop.PhaseConfig(name=name, **values)
 
 
@@ -248,8 +249,8 @@ def calibrate(model, state, parts: Parts, workdir: Path, mesh, batch_size: int) 
   temperature, n = 1.0, 0
   if parts.val:
     source = loader_lib.source_from_records(_shards_dir(workdir), parts.val)
-    logits = loop.predict_heads(model, state, source, mesh, batch_size,
-                                loop.compile_eval_step(model, mesh, logits=True))["logits"]
+    logits = inference.predict_heads(model, state, source, mesh, batch_size,
+                                inference.compile_eval_step(model, mesh, logits=True))["logits"]
     labels = np.array([r["label_id"] for r in parts.val])
     temperature, n = calibration.fit_temperature(logits, labels), len(labels)
   if jax.process_index() == 0:
@@ -265,11 +266,11 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   source = loader_lib.source_from_records(_shards_dir(workdir), parts.test)
   example = source[0]
   batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
-  state = loop.restore_for_inference(model, mesh, workdir, batch_shapes,
+  state = inference.restore(model, mesh, workdir, batch_shapes,
                                      prefer_best=config.eval.checkpoint == "best")
   temperature = calibrate(model, state, parts, workdir, mesh, config.eval.batch_size)
-  heads = loop.predict_heads(model, state, source, mesh, config.eval.batch_size,
-                             loop.compile_eval_step(model, mesh, heads=True, logits=True))
+  heads = inference.predict_heads(model, state, source, mesh, config.eval.batch_size,
+                             inference.compile_eval_step(model, mesh, heads=True, logits=True))
   logits, uncalibrated = heads.pop("logits"), heads.pop("probs")
   probs = calibration.softmax(logits, temperature).astype(np.float32)
   ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
@@ -291,7 +292,7 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   distances = None
   if (config.model.name == "hybrid" and config.pretrain.steps > 0
       and loop.finished_step(workdir, "pretrain") is not None):
-    pretrained = loop.restore_for_inference(model, mesh, workdir, batch_shapes, phase="pretrain",
+    pretrained = inference.restore(model, mesh, workdir, batch_shapes, phase="pretrain",
                                             prefer_best=False)
     m = pretraining_metrics(model, pretrained, _shards_dir(workdir), parts.test, mesh,
                             config.eval.batch_size)

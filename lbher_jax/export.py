@@ -137,12 +137,12 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   An export of the same checkpoint already there is kept; any other is replaced.
   """
   # The exporting side needs the model code; loading an export (above) must not.
-  from lbher_jax import predict  # pylint: disable=import-outside-toplevel
+  from lbher_jax import inference  # pylint: disable=import-outside-toplevel
   from lbher_jax.evaluation import calibration  # pylint: disable=import-outside-toplevel
   from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
   workdir = Path(workdir)
   path = Path(output) if output else workdir / "export"
-  model, state, _ = predict.load_model(config, workdir)
+  model, state, _ = inference.load_model(config, workdir)
   temperature = calibration.load_temperature(workdir)
   source = {"workdir": str(workdir.absolute()), "step": int(state.step),
             "model": config.model.to_dict(), "checkpoint": config.eval.checkpoint,
@@ -159,7 +159,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
     return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"] / temperature)
 
   inputs = input_keys(config.model.name)
-  example = {k: x for k, x in predict.example_batch(config).items() if k in inputs}
+  example = {k: x for k, x in inference.example_batch(config).items() if k in inputs}
   export_model(probabilities, {"params": state.params, "batch_stats": state.batch_stats}, example,
                path, preprocessing={"audio": config.audio, "video": config.video,
                                     "seed": config.data.noise_seed}, source=source)

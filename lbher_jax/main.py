@@ -52,12 +52,12 @@ def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_own_info_only)
   # Imported here so that --help stays fast and multi-host setup precedes any other JAX call.
-  from lbher_jax import errors  # pylint: disable=import-outside-toplevel
+  from lbher_jax import config_checks, errors  # pylint: disable=import-outside-toplevel
   from lbher_jax.train import loop, mesh  # pylint: disable=import-outside-toplevel
   mesh.initialize_distributed()
   _use_compilation_cache(_WORKDIR.value)
   try:
-    errors.check_config(_CONFIG.value)
+    config_checks.check(_CONFIG.value)
     if _MODE.value == "predict":
       from lbher_jax import predict  # pylint: disable=import-outside-toplevel
       return predict.run(_CONFIG.value, _WORKDIR.value, _VIDEO.value, _OUTPUT.value,

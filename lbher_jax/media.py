@@ -324,3 +324,14 @@ def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
     raise MediaError(path, problem)
   return frames[np.searchsorted(wanted, slots)]
 
+
+def require_audio_video(path: Path) -> MediaInfo:
+  """Probes `path`; raises MediaError naming it unless it has audio and video streams."""
+  info = probe(path)
+  if not info.has_audio:
+    raise MediaError(path, "no audio stream (LbHER needs the audio track)")
+  if not info.has_video:
+    raise MediaError(path, "no video stream (LbHER needs the face frames)")
+  if info.duration <= 0:
+    raise MediaError(path, "no duration (the streams hold no samples)")
+  return info

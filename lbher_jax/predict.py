@@ -6,34 +6,18 @@ The video is processed a chunk of segments at a time, so memory stays flat whate
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
+import tqdm
 
 from lbher_jax import LABELS, files, media
 from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
 CHUNK_SEGMENTS = 10
-
-
-def check_media(path: Path) -> media.MediaInfo:
-  """Probes `path`; raises media.MediaError naming it unless it has audio and video streams."""
-  info = media.probe(path)
-  if not info.has_audio:
-    raise media.MediaError(path, "no audio stream (LbHER needs the audio track)")
-  if not info.has_video:
-    raise media.MediaError(path, "no video stream (LbHER needs the face frames)")
-  if info.duration <= 0:
-    raise media.MediaError(path, "no duration (the streams hold no samples)")
-  return info
 
 
 def chunk_spectrograms(info: media.MediaInfo, part: list[tuple[float, float]],
@@ -75,7 +59,7 @@ def predict_video(path: Path, classify: Callable[[dict], np.ndarray],
                   audio_params: audio_features.AudioParams,
                   video_params: video_features.VideoParams, *, seed: int = 0) -> dict:
   """The contract JSON for one video; `classify(batch) -> probabilities [n, 4]`."""
-  info = check_media(Path(path))
+  info = media.require_audio_video(Path(path))
   segments, faces, weights = [], [], []
   for bounds, batch, face in segment_inputs(info, audio_params, video_params, seed=seed):
     probs = np.asarray(classify(batch))
@@ -112,83 +96,6 @@ def format_timeline(result: dict) -> str:
   return "\n".join(lines)
 
 
-def segment_at(segments: list[dict], t: float) -> dict | None:
-  """The segment of a predict result that contains time `t` (s), or None."""
-  for s in segments:
-    if s["start"] <= t < s["end"]:
-      return s
-  return None
-
-
-def draw_label(frame: np.ndarray, text: str) -> None:
-  """Draws `text` in white on a dark box at the top left of an RGB frame, in place."""
-  h = frame.shape[0]
-  scale = max(0.4, h / 480)
-  thickness = max(1, round(2 * scale))
-  (w, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-  pad = max(2, round(6 * scale))
-  cv2.rectangle(frame, (0, 0), (w + 2 * pad, th + base + 2 * pad), (0, 0, 0), cv2.FILLED)
-  cv2.putText(frame, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-              thickness, cv2.LINE_AA)
-
-
-def annotate_video(path: Path, result: dict, out: Path) -> Path:
-  """Writes `out` (H.264 + AAC .mp4): `path` with each frame's segment label and probability drawn
-  on it, at the source's size and frame rate, with the source's audio.
-
-  Frames stream from one ffmpeg process through OpenCV into another, one frame in memory at a time.
-  """
-  info = check_media(Path(path))
-  rate = info.fps if info.fps > 0 else 25.0
-  width, height = info.width, info.height
-  frame_bytes = width * height * 3
-  exe = media.ffmpeg_exe()
-  src = str(Path(path).absolute())
-  read_cmd = [exe, "-nostdin", "-loglevel", "error", "-i", src, "-map", "0:v:0",
-              "-vf", f"fps={rate:.6f}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-  out = Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-  write_cmd = [exe, "-nostdin", "-y", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", f"{rate:.6f}", "-i", "pipe:0", "-i", src, "-map", "0:v:0", "-map", "1:a:0",
-               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",   # yuv420p needs even sizes
-               "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-               "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(tmp)]
-  with tempfile.TemporaryFile() as read_log, tempfile.TemporaryFile() as write_log, \
-      subprocess.Popen(read_cmd, stdout=subprocess.PIPE, stderr=read_log) as reader, \
-      subprocess.Popen(write_cmd, stdin=subprocess.PIPE, stderr=write_log, bufsize=0) as writer:
-    i = 0
-    try:
-      while len(buf := reader.stdout.read(frame_bytes)) == frame_bytes:
-        frame = np.frombuffer(buf, np.uint8).reshape(height, width, 3).copy()
-        segment = segment_at(result["segments"], i / rate)
-        if segment is not None:
-          draw_label(frame, f"{segment['label']} {segment['probabilities'][segment['label']]:.2f}")
-        writer.stdin.write(frame.tobytes())
-        i += 1
-      writer.stdin.close()
-    except BrokenPipeError:   # the encoder stopped; its log says why
-      reader.kill()
-    problems = [log for proc, log in ((writer, write_log), (reader, read_log)) if proc.wait()]
-    if problems or i == 0:
-      tmp.unlink(missing_ok=True)
-      log = problems[0] if problems else read_log
-      log.seek(0)
-      lines = log.read().decode(errors="replace").strip().splitlines() or ["no frames decoded"]
-      raise media.MediaError(path, f"annotating failed: {lines[-1]}")
-  os.replace(tmp, out)
-  return out
-
-
-def progress_bar(done: int, total: int, elapsed: float, width: int = 20) -> str:
-  """`[#####-----] 3/6 videos, 12 s, ~12 s left`: how far a run over several videos is."""
-  filled = round(width * done / total)
-  left = elapsed / done * (total - done) if done else 0.0
-  return (f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} videos, {elapsed:.0f} s"
-          + (f", ~{left:.0f} s left" if done < total else ""))
-
-
 VIDEO_SUFFIXES = {".mp4", ".avi", ".flv", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
@@ -201,45 +108,6 @@ def expand(paths: list[str]) -> list[Path]:
     else:
       out.append(p)
   return out
-
-
-def example_batch(config, batch_size: int = 1) -> dict[str, np.ndarray]:
-  """Zeros shaped like a model input batch of `config` (audio, video, label, weight)."""
-  a, v = config.audio, config.video
-  return {"audio": np.zeros((batch_size, a.height, a.width), np.float32),
-          "video": np.zeros((batch_size, v.frames_per_segment, v.height, v.width, 3), np.uint8),
-          "label": np.zeros(batch_size, np.int32), "weight": np.ones(batch_size, np.float32)}
-
-
-def load_model(config, workdir: Path):
-  """(model, state, mesh): the fine-tuned checkpoint that evaluation uses, on one device."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from lbher_jax.models import get_model  # pylint: disable=import-outside-toplevel
-  from lbher_jax.train import loop, mesh as mesh_lib  # pylint: disable=import-outside-toplevel
-  model = get_model(config.model)
-  mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
-  shapes = {k: x.shape for k, x in example_batch(config).items()}
-  state = loop.restore_for_inference(model, mesh, Path(workdir), shapes,
-                                     prefer_best=config.eval.checkpoint == "best")
-  return model, state, mesh
-
-
-def load_classifier(config, workdir: Path) -> Callable[[dict], np.ndarray]:
-  """The fine-tuned model in WORKDIR as a function batch -> probabilities (one compile per size),
-  calibrated by the temperature of WORKDIR/calibration.json when evaluation has fitted one."""
-  from lbher_jax.evaluation import calibration  # pylint: disable=import-outside-toplevel
-  from lbher_jax.train import loop, mesh as mesh_lib  # pylint: disable=import-outside-toplevel
-  model, state, mesh = load_model(config, workdir)
-  step = loop.compile_eval_step(model, mesh, temperature=calibration.load_temperature(workdir))
-
-  def classify(batch: dict) -> np.ndarray:
-    n = len(batch["audio"])
-    padded = {k: np.concatenate([x, np.repeat(x[-1:], CHUNK_SEGMENTS - n, 0)])
-              for k, x in batch.items()}   # one shape, one compilation
-    padded["label"] = np.zeros(CHUNK_SEGMENTS, np.int32)
-    padded["weight"] = (np.arange(CHUNK_SEGMENTS) < n).astype(np.float32)
-    return np.asarray(step(state, mesh_lib.to_global(padded, mesh))["probs"])[:n]
-  return classify
 
 
 def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bool = False,
@@ -255,13 +123,15 @@ def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bo
   if not paths:
     raise media.MediaError(" ".join(videos) or "--video", "no video given or found")
   if len(paths) == 1:                          # fail fast, before loading the model
-    check_media(paths[0])
-  classify = load_classifier(config, Path(workdir))
+    media.require_audio_video(paths[0])
+  from lbher_jax import inference  # pylint: disable=import-outside-toplevel  # JAX: only here
+  classify = inference.load_classifier(config, Path(workdir), CHUNK_SEGMENTS)
   audio_params = audio_features.AudioParams(**config.audio.to_dict())
   video_params = video_features.VideoParams(**config.video.to_dict())
   single = len(paths) == 1
   out_dir = Path(output) if output and not single else Path(workdir) / "predictions"
-  summary, failures, began = [], 0, time.perf_counter()
+  summary, failures = [], 0
+  bar = tqdm.tqdm(total=len(paths), unit="video", file=sys.stderr, disable=single)
   for i, f in enumerate(paths, 1):
     try:
       result = predict_video(f, classify, audio_params, video_params, seed=config.data.noise_seed)
@@ -274,20 +144,21 @@ def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bo
         plots.plot_timeline(result, target.with_suffix(".png"))
         made.append(target.with_suffix(".png"))
       if annotate:
-        made.append(annotate_video(f, result, target.with_suffix(".annotated.mp4")))
+        from lbher_jax import annotate as annotate_lib  # pylint: disable=import-outside-toplevel
+        made.append(annotate_lib.annotate_video(f, result, target.with_suffix(".annotated.mp4")))
     except media.MediaError as e:
       if single:
         raise
       failures += 1
-      print(f"[{i}/{len(paths)}] error: {e}")
+      bar.write(f"[{i}/{len(paths)}] error: {e}", file=sys.stdout)
       summary.append({"video": str(f), "label": "", "error": str(e)})
     else:
-      print(("" if single else f"[{i}/{len(paths)}] ") + format_timeline(result))
-      print("  -> " + ", ".join(map(str, made)))
+      bar.write(("" if single else f"[{i}/{len(paths)}] ") + format_timeline(result)
+                + "\n  -> " + ", ".join(map(str, made)), file=sys.stdout)
       summary.append({"video": str(f), "label": result["label"], "error": "",
                       **{f"p_{l}": round(result["probabilities"][l], 4) for l in LABELS}})
-    if not single:
-      print(progress_bar(i, len(paths), time.perf_counter() - began), file=sys.stderr)
+    bar.update()
+  bar.close()
   if not single:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "summary.csv", "w", newline="") as fh:

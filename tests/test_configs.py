@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from lbher_jax import LABELS, errors, models, predict
+from lbher_jax import LABELS, config_checks, errors, inference, models
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def _config(name: str, arg: str | None):
 def test_shipped_configs_are_consistent_and_build_their_model(name, arg):
   """The model built from the config takes the shapes preprocessing writes (traced, not run)."""
   config = _config(name, arg)
-  errors.check_config(config)
-  batch = predict.example_batch(config, batch_size=2)
+  config_checks.check(config)
+  batch = inference.example_batch(config, batch_size=2)
   model = models.get_model(config.model)
   out = jax.eval_shape(lambda rng, b: model.apply(model.init(rng, b, train=False), b, train=False),
                        jax.random.key(0), batch)
@@ -56,14 +56,14 @@ def test_contradictory_settings_are_refused(overrides, message):
   config = _config("demo", "tiny")
   config.update_from_flattened_dict(overrides)
   with pytest.raises(errors.ConfigError, match=message):
-    errors.check_config(config)
+    config_checks.check(config)
 
 
 def test_an_unknown_training_key_is_refused():
   config = _config("demo", "tiny")
   config.train.eval_every = 3       # the old name of train.checkpoint_every
   with pytest.raises(errors.ConfigError, match=r"config.train: unknown key\(s\) \['eval_every'\]"):
-    errors.check_config(config)
+    config_checks.check(config)
 
 
 def test_main_reports_a_contradiction_in_one_line_before_any_work(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from lbher_jax import LABELS, export, media, predict
+from lbher_jax import LABELS, export, inference, media, predict
 from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
@@ -200,11 +200,11 @@ def test_export_gives_the_in_process_outputs(run):
   assert meta["preprocessing"]["audio"] == config.audio.to_dict()
   assert meta["source"]["model"]["name"] == "hybrid"
 
-  in_process = predict.load_classifier(config, workdir)
+  in_process = inference.load_classifier(config, workdir, predict.CHUNK_SEGMENTS)
   rng = np.random.default_rng(0)
   batch = {k: (rng.uniform(-1, 1, x.shape).astype(x.dtype) if k == "audio"
                else rng.integers(0, 256, x.shape).astype(x.dtype))
-           for k, x in predict.example_batch(config, 3).items() if k in ("audio", "video")}
+           for k, x in inference.example_batch(config, 3).items() if k in ("audio", "video")}
   np.testing.assert_allclose(exported(batch), in_process(batch), atol=1e-5)
   # A whole video, preprocessed from the export's own settings.
   clip = next((cache / "demo-v2").rglob("*.mp4"))

@@ -24,12 +24,13 @@ import pytest
 from absl import logging
 
 from configs import at_scale
-from lbher_jax import models
+from lbher_jax import inference, models
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import shards
 from lbher_jax.features import augment
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import loop
+from lbher_jax.train import metric_writer
 from lbher_jax.train import mesh as mesh_lib
 from lbher_jax.train import state as state_lib
 
@@ -132,10 +133,10 @@ def worker(shards_dir: Path, workdir: Path, hang_at: str) -> None:
   mesh = mesh_lib.make_mesh()
   val_source = loader_lib.source_from_records(shards_dir, records[::3])
   labels = np.array([r["label_id"] for r in records[::3]])
-  eval_step = loop.compile_eval_step(model, mesh)
+  eval_step = inference.compile_eval_step(model, mesh)
 
   def validate(state):
-    probs = loop.predict(model, state, val_source, mesh, BATCH, eval_step)
+    probs = inference.predict(model, state, val_source, mesh, BATCH, eval_step)
     return {"val_unweighted_accuracy": float(np.mean(probs.argmax(-1) == labels))}
 
   run = partial(loop.run_phase, model=model, mesh=mesh,
@@ -251,8 +252,41 @@ def test_resume_forgets_log_lines_past_the_checkpoint_and_a_torn_line(tmp_path):
           {"phase": "finetune", "step": 4, "val_accuracy": 0.5}]
   later = [{"phase": "finetune", "step": 6}]
   path.write_text("".join(json.dumps(r) + "\n" for r in kept + later) + '{"phase": "fine')
-  loop._drop_records_after(path, "finetune", 4)  # pylint: disable=protected-access
+  metric_writer.drop_records_after(path, "finetune", 4)
   assert [json.loads(line) for line in path.read_text().splitlines()] == kept
+
+
+def _events(directory: Path) -> list:
+  """Every Event in the TensorBoard files of `directory`, in order (TFRecord framing: length,
+  its CRC, the serialised Event, its CRC)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  events = []
+  for path in sorted(directory.glob("events.out.tfevents.*")):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      length = int.from_bytes(data[at:at + 8], "little")
+      events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+      at += 12 + length + 4
+  return events
+
+
+def test_metric_writer_writes_jsonl_and_tensorboard_and_purges_on_resume(tmp_path):
+  writer = metric_writer.MetricWriter(tmp_path, "finetune", 0)
+  for step in (1, 2, 3, 4):
+    writer.write(step, {"loss": 1.0 / step, "note": "text is not a scalar"})
+  writer.close()
+  resumed = metric_writer.MetricWriter(tmp_path, "finetune", 2)   # a kill after step 4's log
+  resumed.write(3, {"loss": 0.25})
+  resumed.close()
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["loss"]) for r in lines] == [(1, 1.0), (2, 0.5), (3, 0.25)]
+  events = _events(tmp_path / "tensorboard" / "finetune")
+  scalars = [(e.step, v.tag, round(v.simple_value, 4)) for e in events for v in e.summary.value]
+  assert scalars == [(1, "loss", 1.0), (2, "loss", 0.5), (3, "loss", 0.3333), (4, "loss", 0.25),
+                     (3, "loss", 0.25)]
+  # TensorBoard drops the first run's steps >= 3 when it meets this marker.
+  purges = [e.step for e in events if e.HasField("session_log")]
+  assert purges == [3]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -370,7 +404,7 @@ def test_restoring_another_models_checkpoint_fails_clearly(tmp_path, model_name,
   config.update(overrides)
   shapes = {k: v.shape for k, v in models.batch_spec(at_scale("tiny"), BATCH).items()}
   with pytest.raises(ckpt_lib.CheckpointError, match="does not fit this model"):
-    loop.restore_for_inference(models.get_model(config), mesh, tmp_path, shapes)
+    inference.restore(models.get_model(config), mesh, tmp_path, shapes)
 
 
 def test_non_finite_loss_stops_training_before_the_next_checkpoint(tmp_path, corpus):
@@ -393,7 +427,7 @@ def test_non_finite_loss_stops_training_before_the_next_checkpoint(tmp_path, cor
   model = models.get_model(models.default_model_config("cnn", "tiny"))
   mesh = _mesh()
   # Logging every 5 steps: the check at the checkpoint of step 4 must catch step 3 first.
-  with pytest.raises(loop.NonFiniteError) as error:
+  with pytest.raises(loop.steps_lib.NonFiniteError) as error:
     loop.run_phase(phase=phase_config("finetune", steps=6, log_every=5, checkpoint_every=2),
                    model=model, mesh=mesh, source=loader_lib.source_from_records(bad_dir, records),
                    augment_params=no_augment, workdir=tmp_path, seed=SEED)
@@ -404,10 +438,25 @@ def test_non_finite_loss_stops_training_before_the_next_checkpoint(tmp_path, cor
   assert sorted(os.listdir(tmp_path / "checkpoints" / "finetune")) == ["2"]
   assert [r["step"] for r in _records(tmp_path)] == [2]
   shapes = {k: (BATCH, *np.shape(v)) for k, v in probe[0].items()}
-  restored = jax.device_get(loop.restore_for_inference(model, mesh, tmp_path, shapes,
+  restored = jax.device_get(inference.restore(model, mesh, tmp_path, shapes,
                                                        prefer_best=False))
   assert int(restored.step) == 2
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored))
+
+
+
+def test_profile_steps_write_a_trace_and_metrics_reach_tensorboard(tmp_path, corpus):
+  directory, records = corpus
+  model = models.get_model(models.default_model_config("cnn", "tiny"))
+  loop.run_phase(phase=phase_config("finetune", steps=4, log_every=2, checkpoint_every=4,
+                                    profile_steps=(2, 3)),
+                 model=model, mesh=_mesh(),
+                 source=loader_lib.source_from_records(directory, records),
+                 augment_params=augment.AugmentParams(enabled=False), workdir=tmp_path, seed=SEED)
+  traces = list((tmp_path / "profile" / "finetune").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  events = _events(tmp_path / "tensorboard" / "finetune")
+  assert {(e.step, v.tag) for e in events for v in e.summary.value} >= {(2, "loss"), (4, "loss")}
 
 
 if __name__ == "__main__":

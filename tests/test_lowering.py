@@ -2,12 +2,11 @@
 CPU-only construct (a host callback, a CPU custom call) fails here instead of on a user's GPU."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import demo
-from lbher_jax import predict
+from lbher_jax import inference
 from lbher_jax.models import get_model
 from lbher_jax.train import state as state_lib
 from lbher_jax.train import steps
@@ -19,7 +18,7 @@ def _setup(dtype: str, batch: int = 4):
   c = demo.get_config("tiny")
   c.model.dtype = dtype
   model = get_model(c.model)
-  example = predict.example_batch(c, batch)
+  example = inference.example_batch(c, batch)
   example["clip"] = np.arange(batch, dtype=np.int32)
   example["label"] = np.arange(batch, dtype=np.int32) % 4
   tx, _ = state_lib.make_optimizer(lr=1e-3, warmup_steps=1, total_steps=10, weight_decay=1e-4,

@@ -7,7 +7,6 @@ and must redo, never trust, a shard that fails its checksum or cannot be read.
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 import signal
 import subprocess

@@ -25,6 +25,10 @@ Batch = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
 
 
+class NonFiniteError(RuntimeError):
+  """Training produced a non-finite loss or gradient (the loop checks each step's metrics)."""
+
+
 def _unit(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
