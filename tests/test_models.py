@@ -109,41 +109,6 @@ def test_rnn_cells():
   assert cell_params("cnn") == {}
 
 
-@pytest.mark.parametrize("pool", ["last", "mean"])
-def test_rnn_pool_feeds_the_hidden_layer_the_last_step_or_the_mean_over_time(pool):
-  config = models.default_model_config("cnn_rnn", "tiny")
-  config.rnn_pool = pool
-  model = models.get_model(config)
-  spec = models.batch_spec(TINY, 2)
-  x = {"audio": jax.random.uniform(jax.random.key(1), spec["audio"].shape, minval=-1, maxval=1)}
-  variables = model.init(jax.random.key(0), x, train=False)
-  _, state = model.apply(variables, x, train=False, capture_intermediates=True)
-  stream = state["intermediates"]["audio"]
-  outputs = stream["RNN_0"]["__call__"][0]            # [B, steps, hidden]
-  hidden_input = stream["Dropout_0"]["__call__"][0]   # what the hidden layer reads
-  assert outputs.shape[1] == 6
-  expected = outputs[:, -1] if pool == "last" else outputs.mean(axis=1)
-  np.testing.assert_allclose(hidden_input, expected, rtol=1e-6)
-
-
-def test_input_norm_standardises_each_frequency_bin():
-  """Training-mode input BatchNorm: every bin has mean 0 and variance 1 over batch and time,
-  whatever its own offset and scale; parameters: one scale and bias per bin."""
-  config = models.default_model_config("cnn", "tiny")
-  config.input_norm = True
-  spec = models.batch_spec(TINY, 4)
-  f = spec["audio"].shape[1]
-  x = (jax.random.normal(jax.random.key(2), spec["audio"].shape)
-       * jnp.arange(1, f + 1)[None, :, None] + jnp.arange(f)[None, :, None])
-  norm = audio.BatchNorm()
-  variables = norm.init(jax.random.key(0), x.transpose(0, 2, 1), train=True, mask=None)
-  y, _ = norm.apply(variables, x.transpose(0, 2, 1), train=True, mask=None, mutable=["batch_stats"])
-  np.testing.assert_allclose(y.mean(axis=(0, 1)), 0, atol=1e-5)
-  np.testing.assert_allclose(y.var(axis=(0, 1)), 1, atol=1e-3)
-  params = _init_shapes(config)[2]["params"]["audio"]["input_norm"]
-  assert {k: v.shape for k, v in params.items()} == {"scale": (f,), "bias": (f,)}
-
-
 def test_paper_scale_traced_only():
   model, spec, variables = _init_shapes(models.default_model_config("hybrid", "paper"),
                                          at_scale("paper"))

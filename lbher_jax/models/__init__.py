@@ -47,10 +47,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     rnn_cell: "simple" or "lstm": the hybrid's audio recurrent cell (cnn_lstm and cnn_rnn
       are fixed to "lstm" and "simple" by their names).
     rnn_hidden: recurrent state width.
-    rnn_pool: what the audio stream's hidden layer reads of the RNN outputs: "last" (the last
-      step, the paper) or "mean" (their mean over time).
-    input_norm: standardise each spectrogram frequency bin before the audio convolutions
-      (BatchNorm over batch and time).
     video_convs: channels of the four 3x3x3 conv layers of the video stream.
     video_pools: (S, H, W) windows of the three 3-D max-pools after the first three convs.
     video_hidden: width of the video stream's first fully connected layer.
@@ -74,8 +70,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.dtype = "float32"
   config.detach_joint = False
   config.projection_dim = 0
-  config.rnn_pool = "last"
-  config.input_norm = False
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -88,10 +82,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
                 dtype=jnp.dtype(c.dtype))
   if c.rnn_cell not in audio.RNN_CELLS:
     raise ValueError(f"unknown rnn_cell {c.rnn_cell!r}; expected one of {tuple(audio.RNN_CELLS)}")
-  if c.rnn_pool not in ("last", "mean"):
-    raise ValueError(f"unknown rnn_pool {c.rnn_pool!r}; expected 'last' or 'mean'")
-  audio_fields = dict(convs=tuple(c.audio_convs), rnn_hidden=c.rnn_hidden, embed_dim=c.embed_dim,
-                      rnn_pool=c.rnn_pool, input_norm=c.input_norm)
+  audio_fields = dict(convs=tuple(c.audio_convs), rnn_hidden=c.rnn_hidden, embed_dim=c.embed_dim)
   video_fields = dict(convs=tuple(c.video_convs), pools=tuple(map(tuple, c.video_pools)),
                       hidden=c.video_hidden, embed_dim=c.embed_dim)
   if c.name == "cnn":
@@ -105,7 +96,6 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   if c.name == "hybrid":
     return hybrid.HybridModel(
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
-      rnn_pool=c.rnn_pool, input_norm=c.input_norm,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
       detach_joint=c.detach_joint,

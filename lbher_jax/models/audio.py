@@ -96,10 +96,8 @@ class AudioStream(nn.Module):
 
   Conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) treat [F, T] as a one-channel image. With a
   recurrent cell the feature map is read as a sequence over time (frequency x channels per step)
-  and its last output (`rnn_pool="last"`, the paper) or the mean of its outputs over time
-  (`"mean"`) feeds the hidden layer; without one (`rnn_cell=None`, the plain CNN baseline) the map
-  is averaged over frequency and time. `input_norm` standardises each frequency bin of the
-  input first (BatchNorm over batch and time, statistics from training).
+  and the last RNN output feeds the hidden layer; without one (`rnn_cell=None`, the plain CNN
+  baseline) the map is averaged over frequency and time.
   """
   convs: tuple[int, ...]
   rnn_cell: str | None
@@ -107,17 +105,11 @@ class AudioStream(nn.Module):
   embed_dim: int
   dropout: float
   dtype: Any = jnp.float32
-  rnn_pool: str = "last"
-  input_norm: bool = False
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, *, train: bool,
                mask: jax.Array | None = None) -> jax.Array:
-    x = spectrogram.astype(self.dtype)
-    if self.input_norm:
-      x = BatchNorm(dtype=self.dtype, name="input_norm")(
-          x.transpose(0, 2, 1), train=train, mask=mask).transpose(0, 2, 1)
-    x = x[..., None]
+    x = spectrogram.astype(self.dtype)[..., None]
     for features in self.convs:
       x = nn.Conv(features, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
       x = norm_relu_pool(x, (2, 2), train=train, mask=mask, dtype=self.dtype)
@@ -128,8 +120,7 @@ class AudioStream(nn.Module):
       x = x.transpose(0, 2, 1, 3).reshape(b, t, f * c)
       # The recurrence runs in float32 (Flax creates the carry in the parameter dtype).
       cell = RNN_CELLS[self.rnn_cell](self.rnn_hidden, dtype=jnp.float32)
-      x = nn.RNN(cell)(x.astype(jnp.float32))
-      x = x[:, -1] if self.rnn_pool == "last" else x.mean(axis=1)
+      x = nn.RNN(cell)(x.astype(jnp.float32))[:, -1]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.relu(nn.Dense(self.embed_dim, dtype=self.dtype)(x))
 
@@ -143,14 +134,11 @@ class AudioModel(nn.Module):
   num_classes: int
   dropout: float
   dtype: Any = jnp.float32
-  rnn_pool: str = "last"
-  input_norm: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     embedding = AudioStream(self.convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                            self.dropout, self.dtype, self.rnn_pool, self.input_norm,
-                            name="audio")(
+                            self.dropout, self.dtype, name="audio")(
       batch["audio"], train=train, mask=padding_mask(batch))
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       embedding, train=train)

@@ -35,15 +35,12 @@ class HybridModel(nn.Module):
   dtype: Any = jnp.float32
   detach_joint: bool = False
   projection_dim: int = 0
-  rnn_pool: str = "last"
-  input_norm: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     mask = padding_mask(batch)
     audio = AudioStream(self.audio_convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                        self.dropout, self.dtype, self.rnn_pool, self.input_norm,
-                        name="audio")(
+                        self.dropout, self.dtype, name="audio")(
       batch["audio"], train=train, mask=mask)
     video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
                         self.dropout, self.dtype, name="video")(
