@@ -36,9 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Paper §3.4; fields are those of features.video.VideoParams.
   c.video = ml_collections.ConfigDict(dict(
       frames_per_segment=20, height=60, width=100, face_detector="haar"))
-  # Training batches only; fields of features.augment.AugmentParams. Spectrograms as in the paper
-  # (§3.3). Face-frame jitter (frames_*, e.g. True / 0.1 / 0.2) is ours and off: the paper augments
-  # audio only, and on the real clips the jitter made the video stream worse (BUILD_NOTES.md).
+  # Training batches only, inside the jitted step (fields of train.augment.AugmentParams):
+  # spectrograms as in the paper (§3.3). Face-frame jitter (frames_flip / frames_shift, e.g.
+  # True / 0.06) is ours and off here: the paper augments audio only (:fer_av turns it on).
   c.augment = ml_collections.ConfigDict(dict(
       enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0))
 

@@ -27,10 +27,9 @@ from lbher_jax.evaluation import calibration, correspondence
 from lbher_jax.evaluation import metrics as metrics_lib
 from lbher_jax.evaluation import plots, report
 from lbher_jax.features import audio as audio_features
-from lbher_jax.features import augment
 from lbher_jax.features import video as video_features
 from lbher_jax.models import get_model
-from lbher_jax.train import loop
+from lbher_jax.train import augment, loop
 from lbher_jax.train import mesh as mesh_lib
 
 SHARDS = "shards"

@@ -24,7 +24,8 @@ def _command(name: str, json_path: Path) -> list[str]:
   script = str(PROJECT_ROOT / "benchmarks" / f"{name}.py")
   args = {"train_step": ["--scales", "tiny", "--rounds", "1"] + ([] if HAS_TORCH
                                                                    else ["--no-torch"]),
-          "loader": ["--scales", "tiny", "--batches", "2", "--train-examples-per-s", "tiny=1"],
+          "loader": ["--scales", "tiny", "--batches", "2", "--rounds", "1",
+                     "--train-examples-per-s", "tiny=1"],
           "scaling": ["--scale", "tiny", "--batch", "4", "--devices", "1,2", "--steps", "1"],
           "blocks": ["--scale", "tiny", "--batch", "4", "--rounds", "1"]}
   return [sys.executable, script, *args[name], "--json", str(json_path)]
@@ -63,6 +64,9 @@ def test_loader_json(results):
   tiny = results["loader"]["scales"]["tiny"]
   assert tiny["examples_per_s"] > 0 and tiny["train_step_examples_per_s"] == 1.0
   assert tiny["loader_over_train_step"] == pytest.approx(tiny["examples_per_s"], rel=1e-2)
+  g = tiny["augmentation"]
+  assert g["augment_s_per_batch"] > 0 and g["augmented_step_s"] > 0 and g["step_s"] > 0
+  assert g["augment"]["frames_flip"] and g["augment"]["enabled"]
   assert "loadavg_before" in results["loader"]
 
 

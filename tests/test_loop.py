@@ -27,7 +27,7 @@ from configs import at_scale
 from lbher_jax import inference, models
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import shards
-from lbher_jax.features import augment
+from lbher_jax.train import augment
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import loop
 from lbher_jax.train import metric_writer
@@ -320,8 +320,7 @@ def _abstract_state(model_name: str, mesh, **overrides):
 def _train_iterator(corpus):
   directory, records = corpus
   return iter(loader_lib.train_loader(loader_lib.source_from_records(directory, records),
-                                      global_batch=BATCH, seed=SEED,
-                                      augment_params=augment.AugmentParams(enabled=False)))
+                                      global_batch=BATCH, seed=SEED))
 
 
 class _FileSizeLimit:
@@ -413,8 +412,7 @@ def test_non_finite_loss_stops_training_before_the_next_checkpoint(tmp_path, cor
   # The loader's order depends on the source's length and the seed only: find the rows of step 3.
   probe = loader_lib.SegmentSource(directory, [(r["shard"], r["row"]) for r in records],
                                    [r["label_id"] for r in records], range(len(records)))
-  batches = iter(loader_lib.train_loader(probe, global_batch=BATCH, seed=SEED,
-                                         augment_params=no_augment))
+  batches = iter(loader_lib.train_loader(probe, global_batch=BATCH, seed=SEED))
   step3_row = int([next(batches) for _ in range(3)][-1]["clip"][1])
   # A NaN in that row's spectrogram, written past the shard writer's check.
   bad_dir = tmp_path / "bad_shards"

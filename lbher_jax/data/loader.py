@@ -1,4 +1,7 @@
-"""Grain input pipeline over the shards: per-process sharding, shuffling, augmentation, batching.
+"""Grain input pipeline over the shards: per-process sharding, shuffling, batching.
+
+The host only reads and batches: training augmentation runs in the jitted step on the device
+(train/augment.py).
 
 Batches are dicts of numpy arrays {"audio" float32 [b, F, T], "video" uint8 [b, S, H, W, 3],
 "label" int32 [b], "clip" int32 [b], "weight" float32 [b]} holding this process's share of the
@@ -16,7 +19,6 @@ import grain
 import numpy as np
 
 from lbher_jax.data import shards
-from lbher_jax.features import augment
 
 
 class SegmentSource:
@@ -81,20 +83,9 @@ def source_from_records(directory: Path, records: Sequence[dict]) -> SegmentSour
                        [r["label_id"] for r in records], clips)
 
 
-class _Augment(grain.transforms.RandomMap):
-  """Training-example augmentation: spectrogram (paper §3.3) and face frames."""
-
-  def __init__(self, params: augment.AugmentParams):
-    self._params = params
-
-  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    return {**element, "audio": augment.augment_spectrogram(element["audio"], self._params, rng),
-            "video": augment.augment_frames(element["video"], self._params, rng)}
-
-
 def train_loader(source: SegmentSource, *, global_batch: int, seed: int,
-                 augment_params: augment.AugmentParams, workers: int = 0) -> grain.DataLoader:
-  """An endless, shuffled, augmented loader yielding this process's share of each global batch.
+                 workers: int = 0) -> grain.DataLoader:
+  """An endless, shuffled loader yielding this process's share of each global batch.
 
   Its iterator's position is checkpointable (grain.checkpoint.CheckpointSave), so a resumed run
   sees exactly the batches an uninterrupted one would.
@@ -106,8 +97,7 @@ def train_loader(source: SegmentSource, *, global_batch: int, seed: int,
                      f"{shard_options.shard_count} processes")
   sampler = grain.samplers.IndexSampler(len(source), shard_options=shard_options, shuffle=True,
                                         num_epochs=None, seed=seed)
-  operations = [_Augment(augment_params)] if augment_params.enabled else []
-  operations.append(grain.transforms.Batch(local_batch, drop_remainder=True))
+  operations = [grain.transforms.Batch(local_batch, drop_remainder=True)]
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                           worker_count=workers)
 

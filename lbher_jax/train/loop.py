@@ -18,7 +18,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from lbher_jax.data import loader as loader_lib
-from lbher_jax.features import augment
+from lbher_jax.train import augment
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import metric_writer
 from lbher_jax.train import mesh as mesh_lib
@@ -94,7 +94,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   abstract = ckpt_lib.abstract_like(jax.eval_shape(init), replicated)
 
   data = loader_lib.train_loader(source, global_batch=phase.batch_size, seed=seed,
-                                 augment_params=augment_params, workers=loader_workers)
+                                 workers=loader_workers)
   data_iter = iter(data)
   start = ckpt.latest_step()
   if start is not None:
@@ -112,7 +112,8 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
       steps_lib.make_train_step(model, phase.name, margin=phase.margin,
                                 pair_proportions=phase.pair_proportions,
                                 aux_weight=phase.aux_weight, contrastive_loss=phase.loss,
-                                temperature=phase.temperature, use_labels=phase.use_labels),
+                                temperature=phase.temperature, use_labels=phase.use_labels,
+                                augment_params=augment_params),
       mesh)
 
   logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",

@@ -15,7 +15,7 @@ import optax
 from jax.sharding import Mesh, Sharding
 
 from lbher_jax import compiler
-from lbher_jax.train import losses
+from lbher_jax.train import augment, losses
 from lbher_jax.train.mesh import batch_sharding, replicated
 from lbher_jax.train.state import TrainState, step_rng
 
@@ -38,13 +38,18 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
 
 
 CONTRASTIVE_LOSSES = ("margin", "infonce")
+_AUGMENT_STREAM = 1  # folded into the step's key: augmentation draws apart from dropout's
 
 
 def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
                     pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
                     aux_weight: float = 0.0, contrastive_loss: str = "margin",
-                    temperature: float = 0.1, use_labels: bool = True) -> TrainStep:
+                    temperature: float = 0.1, use_labels: bool = True,
+                    augment_params: augment.AugmentParams | None = None) -> TrainStep:
   """Returns step(state, batch) -> (state, metrics) for `phase`.
+
+  With `augment_params`, the batch is augmented first, in the step (train/augment.py), from a key
+  of its own derived from the step's.
 
   "finetune": cross-entropy (Eq. 1) on the logits, plus `aux_weight` times the cross-entropy
   of each stream's own logits where the model has them (hybrid). "pretrain": contrastive loss (Eq. 2) between
@@ -100,8 +105,12 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
     return loss, (updates.get("batch_stats", {}), aux)
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    rng = step_rng(state)
+    if augment_params is not None:
+      batch = augment.augment_batch(batch, jax.random.fold_in(rng, _AUGMENT_STREAM),
+                                    augment_params)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (batch_stats, aux)), grads = grad_fn(state.params, state, batch, step_rng(state))
+    (loss, (batch_stats, aux)), grads = grad_fn(state.params, state, batch, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
