@@ -1,19 +1,27 @@
 """Corpus readers on tiny corpora built in each official layout, and on the real RAVDESS clips.
 
 The readers never open media files (they only check that they exist), so the media here are
-empty placeholder files; label files and names are real-format text, including edge cases.
+empty placeholder files; label files and names are real-format text, including edge cases. One
+IEMOCAP test builds real media to check which audio the pipeline then reads.
 """
 
 import collections
 import csv
 import os
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lbher_jax import LABELS
 from lbher_jax import datasets
+from lbher_jax import media as media_lib
+from lbher_jax.data import preprocess as preprocess_lib
+from lbher_jax.features import audio as audio_features
+from lbher_jax.features.audio import AudioParams
+from lbher_jax.features.video import VideoParams
 from lbher_jax.datasets import CorpusError, Utterance, cremad, iemocap, manifest, ravdess
 
 
@@ -69,12 +77,20 @@ _SES02M_IMPRO03 = """\
 
 
 def _dialog(root: Path, session: int, dialog: str, text: str, media: bool = True) -> None:
+  """The label file, and with `media` the dialog's avi and a sentence wav per utterance line."""
   labels = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
   labels.parent.mkdir(parents=True, exist_ok=True)
   labels.write_text(text)
   if media:
-    _touch(root / f"Session{session}" / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
-           root / f"Session{session}" / "dialog" / "wav" / f"{dialog}.wav")
+    _touch(root / f"Session{session}" / "dialog" / "avi" / "DivX" / f"{dialog}.avi")
+    for line in text.split("\n"):
+      try:
+        parsed = iemocap.parse_label_line(line)
+      except ValueError:
+        continue
+      if parsed is not None and "/" not in parsed.utterance and "\0" not in parsed.utterance:
+        _touch(root / f"Session{session}" / "sentences" / "wav" / dialog
+               / f"{parsed.utterance}.wav")
 
 
 @pytest.fixture
@@ -82,21 +98,22 @@ def iemocap_root(tmp_path: Path) -> Path:
   root = tmp_path / "IEMOCAP_full_release"
   _dialog(root, 1, "Ses01F_impro01", _SES01F_IMPRO01)
   _dialog(root, 2, "Ses02M_script01_1", _SES02M_SCRIPT01_1)
-  _dialog(root, 2, "Ses02M_impro03", _SES02M_IMPRO03, media=False)   # no avi, no dialog wav
-  # Per-evaluator files live in subfolders and are not read; the sentence wavs are not used.
+  _dialog(root, 2, "Ses02M_impro03", _SES02M_IMPRO03, media=False)   # no avi, no sentence wavs
+  # Per-evaluator files live in subfolders and are not read; the dialog wav is not used.
   (root / "Session1/dialog/EmoEvaluation/Categorical").mkdir()
   (root / "Session1/dialog/EmoEvaluation/Categorical/Ses01F_impro01_e1_cat.txt").write_text(
       "Ses01F_impro01_F000 :Neutral state; ()\n")
-  _touch(root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav")
+  _touch(root / "Session1/dialog/wav/Ses01F_impro01.wav")
   (root / "Documentation").mkdir()
   return root
 
 
 def _iemocap_utterance(root, session, dialog, utt, start, end, label, speaker, side):
-  base = root / f"Session{session}" / "dialog"
-  return Utterance(id=utt, video=base / "avi" / "DivX" / f"{dialog}.avi",
-                   audio=base / "wav" / f"{dialog}.wav", start=start, end=end, label=label,
-                   speaker=speaker, session=str(session), side=side)
+  base = root / f"Session{session}"
+  return Utterance(id=utt, video=base / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
+                   audio=base / "sentences" / "wav" / dialog / f"{utt}.wav", start=start,
+                   end=end, label=label, speaker=speaker, session=str(session), side=side,
+                   audio_start=0.0)
 
 
 def test_iemocap_reads_every_field(iemocap_root):
@@ -142,14 +159,62 @@ def test_iemocap_strict_raises_on_malformed_line_and_missing_media(iemocap_root)
   with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt:16: malformed line"):
     iemocap.scan(iemocap_root, strict=True)
   (iemocap_root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt").unlink()
-  with pytest.raises(CorpusError, match=r"Ses02M_impro03.txt: 2 utterances name missing media:"
-                                        r".*Ses02M_impro03.avi"):
+  with pytest.raises(CorpusError, match=r"Ses02M_impro03.txt: 2 utterances name a missing "
+                                        r"video: .*Ses02M_impro03.avi"):
     iemocap.scan(iemocap_root, strict=True)
 
 
 def test_iemocap_missing_media_warns_naming_the_files(iemocap_root, caplog):
   iemocap.scan(iemocap_root, sessions=[2])
-  assert "Ses02M_impro03.avi" in caplog.text and "Ses02M_impro03.wav" in caplog.text
+  assert "Ses02M_impro03.avi" in caplog.text
+
+
+def test_iemocap_utterance_without_its_sentence_wav_is_left_out(iemocap_root, caplog):
+  wav = iemocap_root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_M001.wav"
+  wav.unlink()
+  utterances, left_out = iemocap.scan(iemocap_root, sessions=[1])
+  assert "Ses01F_impro01_M001" not in [u.id for u in utterances] and len(utterances) == 3
+  assert left_out["missing media"] == 1 and str(wav) in caplog.text
+
+
+def test_iemocap_audio_is_the_sentence_wav_not_the_dialog_mix(tmp_path):
+  """A built dialog: the dialog wav mixes a 440 Hz 'speaker' with a 2 kHz 'other actor'; the
+  utterance's sentence wav holds only its speaker. The featurized audio is the sentence wav's,
+  the frames come from the label file's window of the dialog avi."""
+  root = tmp_path / "IEMOCAP_full_release"
+  _dialog(root, 1, "Ses01F_impro01", "[1.0000 - 4.0000]\tSes01F_impro01_F000\tneu\t[3, 3, 3]\n",
+          media=False)
+  session = root / "Session1"
+  avi = session / "dialog/avi/DivX/Ses01F_impro01.avi"
+  mix = session / "dialog/wav/Ses01F_impro01.wav"
+  sentence = session / "sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+  for path in (avi, mix, sentence):
+    path.parent.mkdir(parents=True, exist_ok=True)
+  ffmpeg = [media_lib.ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
+  subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=6",
+                  "-c:v", "mpeg4", str(avi)], check=True)
+  subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=6",
+                  "-f", "lavfi", "-i", "sine=frequency=2000:sample_rate=16000:duration=6",
+                  "-filter_complex", "amix=inputs=2", str(mix)], check=True)
+  subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=3",
+                  str(sentence)], check=True)
+  [utt] = iemocap.scan(root)[0]
+  assert utt.audio == sentence and utt.audio_window() == (0.0, None)
+  assert (utt.start, utt.end) == (1.0, 4.0)
+  params = preprocess_lib.Settings(
+      AudioParams(sample_rate=16000, segment_seconds=3.0, n_fft=256, hop_length=128, height=32,
+                  width=24, denoise=False, bandpass_high=7900.0),
+      VideoParams(frames_per_segment=4, height=12, width=16, face_detector="none"))
+  spec, frames, records = preprocess_lib.featurize(utt, params)
+
+  def spectrogram_of(path, start=None, end=None):
+    wave = media_lib.decode_audio(path, 16000, start, end)
+    return audio_features.spectrogram_segments(
+        wave, params.audio, preprocess_lib.utterance_rng(params.seed, utt.id))
+  np.testing.assert_allclose(spec, spectrogram_of(sentence), atol=1e-3)
+  assert np.abs(spec - spectrogram_of(mix, 1.0, 4.0)).max() > 0.2      # not the mix
+  assert records[0]["start"] == 1.0 and records[0]["end"] == 4.0
+  assert frames.shape == (1, 4, 12, 16, 3) and frames.std() > 0
 
 
 def test_iemocap_utterance_of_another_dialog_is_malformed(tmp_path):
@@ -248,7 +313,7 @@ def test_iemocap_scan_any_label_file(tmp_path_factory, text):
     return
   assert all(u.id.startswith("Ses01F_impro01_") for u in utterances)
   assert set(left_out) <= {"malformed line", "label fru", "label sur", "label fea", "label dis",
-                           "label oth", "label xxx"}
+                           "label oth", "label xxx", "missing media"}
 
 
 # ----------------------------------------------------------------------------------------- RAVDESS

@@ -57,8 +57,8 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
   Raises media.MediaError (its message names the file) when the utterance cannot be used.
   """
   source = utt.audio or utt.video
-  wave, info = media.decode_audio_and_probe(source, settings.audio.sample_rate, utt.start,
-                                            utt.end)
+  wave, info = media.decode_audio_and_probe(source, settings.audio.sample_rate,
+                                            *utt.audio_window())
   if wave.size == 0:
     raise media.MediaError(source, "no audio samples in the requested window")
   if not np.isfinite(wave).all():
@@ -71,7 +71,7 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
                                                                                  utt.id))
   if not np.isfinite(spec).all():
     raise media.MediaError(source, "spectrogram has non-finite values")
-  offset = utt.start or 0.0
+  offset = utt.start or 0.0   # where the audio's time 0 is on the video's clock
   if utt.video is not None:
     # A chunk of segments at a time, so a long video never has all its frames decoded at once.
     parts = [video_features.segment_frames(

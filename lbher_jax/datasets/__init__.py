@@ -31,7 +31,10 @@ class Utterance:
   """One labelled stretch of speech, with where its media lives.
 
   `start`/`end` are seconds within the media (None = the whole file); `side` says which half of a
-  split-screen video shows the speaker ('L' or 'R'; None = the whole frame).
+  split-screen video shows the speaker ('L' or 'R'; None = the whole frame). `audio_start` /
+  `audio_end` give the audio file its own window when it has its own time base (IEMOCAP's
+  per-sentence wavs: 0.0 / None, the whole file, while the video keeps start/end); when
+  `audio_start` is None the audio uses start/end too.
   """
 
   id: str
@@ -43,14 +46,24 @@ class Utterance:
   speaker: str
   session: str | None = None
   side: str | None = None
+  audio_start: float | None = None
+  audio_end: float | None = None
 
   def __post_init__(self):
     if self.label not in LABELS:
       raise ValueError(f"utterance {self.id}: label {self.label!r} is not one of {LABELS}")
     if self.video is None and self.audio is None:
       raise ValueError(f"utterance {self.id}: needs a video or an audio file")
+    if self.audio_start is None and self.audio_end is not None:
+      raise ValueError(f"utterance {self.id}: audio_end needs audio_start")
     if self.side not in (None, "L", "R"):
       raise ValueError(f"utterance {self.id}: side must be 'L', 'R' or None, got {self.side!r}")
+
+  def audio_window(self) -> tuple[float | None, float | None]:
+    """(start, end) in seconds of the audio file (None = its start / its end)."""
+    if self.audio_start is not None:
+      return self.audio_start, self.audio_end
+    return self.start, self.end
 
 
 class CorpusError(ValueError):

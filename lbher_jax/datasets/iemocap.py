@@ -1,14 +1,15 @@
 """IEMOCAP (Busso et al. 2008) in its release layout (`IEMOCAP_full_release/`).
 
 Read from `root`:
-  SessionN/dialog/EmoEvaluation/<dialog>.txt  labels, `[START - END]<TAB>UTT<TAB>code<TAB>[V, A, D]`
-  SessionN/dialog/avi/DivX/<dialog>.avi        the split-screen video of the whole dialog
-  SessionN/dialog/wav/<dialog>.wav             the audio of the whole dialog
+  SessionN/dialog/EmoEvaluation/<dialog>.txt   labels, `[START - END]<TAB>UTT<TAB>code<TAB>[V, A, D]`
+  SessionN/dialog/avi/DivX/<dialog>.avi         the split-screen video of the whole dialog
+  SessionN/sentences/wav/<dialog>/<utt>.wav     the audio of one utterance (its speaker's microphone)
 
-START/END are seconds within the dialog recording, so they hold for both the avi and the dialog
-wav; that is why the dialog wav is the audio here and not `sentences/wav/<dialog>/<utt>.wav`,
-which is already cut to the utterance (its time base starts at START, so one `start`/`end` pair
-could not describe it and the video together).
+The audio is each utterance's own sentence wav, as SpeechBrain's recipe and the public IEMOCAP
+loaders use: the dialog wav mixes both actors' microphones and any overlapping speech. A sentence
+wav starts at the utterance's START, so the Utterance reads the whole audio file
+(`audio_start=0.0`, `audio_end=None`) while the video keeps the label file's [START, END] window
+of the dialog avi. An utterance whose sentence wav is missing is left out ("missing media").
 
 speaker = f"Ses{N:02d}{gender}" (gender = first letter of the utterance id's last `_` field,
 Ses01F_impro01_M012 -> Ses01M); session = str(N).
@@ -121,7 +122,7 @@ def _read_dialog(label_file: Path, session: int, codes: dict[str, str],
   marked = match[1]
   session_dir = label_file.parents[2]
   video = session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi"
-  audio = session_dir / "dialog" / "wav" / f"{dialog}.wav"
+  sentences = session_dir / "sentences" / "wav" / dialog
   kept = []
   text = label_file.read_text(encoding="utf-8", errors="replace")
   for number, line in enumerate(text.split("\n"), start=1):
@@ -137,21 +138,26 @@ def _read_dialog(label_file: Path, session: int, codes: dict[str, str],
       continue
     if parsed.code in codes:
       kept.append(Utterance(
-          id=parsed.utterance, video=video, audio=audio, start=parsed.start, end=parsed.end,
-          label=codes[parsed.code], speaker=f"Ses{session:02d}{parsed.gender}",
-          session=str(session), side=_side(parsed.gender, marked)))
+          id=parsed.utterance, video=video, audio=sentences / f"{parsed.utterance}.wav",
+          start=parsed.start, end=parsed.end, label=codes[parsed.code],
+          speaker=f"Ses{session:02d}{parsed.gender}", session=str(session),
+          side=_side(parsed.gender, marked), audio_start=0.0))
     elif parsed.code in _LEFT_OUT or parsed.code == "exc":
       left_out[f"label {parsed.code}"] += 1
     else:
       raise CorpusError(f"{where}: unknown emotion code {parsed.code!r}; known: "
                         f"{sorted(set(_LABELS) | _LEFT_OUT)}")
-  absent = [str(p) for p in (video, audio) if not p.is_file()]
-  if kept and absent:
+  if kept and not video.is_file():
     leave_out(left_out, "missing media",
-              f"{label_file}: {len(kept)} utterances name missing media: {', '.join(absent)}",
+              f"{label_file}: {len(kept)} utterances name a missing video: {video}",
               strict=strict, count=len(kept))
     return []
-  return kept
+  unheard = [u for u in kept if not u.audio.is_file()]
+  if unheard:
+    leave_out(left_out, "missing media",
+              f"{label_file}: {len(unheard)} utterances have no sentence wav, e.g. "
+              f"{unheard[0].audio}", strict=strict, count=len(unheard))
+  return [u for u in kept if u.audio.is_file()]
 
 
 def _side(gender: str, marked: str) -> str:
