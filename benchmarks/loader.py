@@ -4,8 +4,8 @@ Writes shards of random arrays of the model's input shapes (`lbher_jax.data.shar
 temporary directory and reads them back through the training loader
 (`lbher_jax.data.loader.train_loader`: shuffling and batching; augmentation is no longer on the
 host) and onto the device (`mesh.to_global`), for paper and demo (small) sizes. Reports
-examples/s delivered to the device after the first batch, and the ratio to the training step's
-examples/s at the same sizes, taken from benchmarks/train_step.py's JSON (or given with
+examples/s delivered to the device after the first batch (the median of 5 windows), and the
+ratio to the training step's examples/s at the same sizes, taken from benchmarks/train_step.py's JSON (or given with
 --train-examples-per-s SCALE=X). Then times, at each scale, the jitted augmentation of a batch
 (`lbher_jax.train.augment.augment_batch`) and the fine-tuning step with and without it.
 Targets: >= 2,500 paper-scale examples/s delivered; the loader >= 3x what the step consumes; the
@@ -45,7 +45,8 @@ TARGETS = {"loader_over_train_step_min": 3.0, "paper_examples_per_s_min": 2500.0
 # The host augmentation this replaced, measured by this benchmark on 2026-11-24 (AMD EPYC,
 # 2 CPUs): 0.0375 s of CPU per paper-scale batch of 8, 297 examples/s.
 HOST_AUGMENT_S_PER_PAPER_EXAMPLE = 0.0375 / 8
-DEFAULT_BATCH = {"paper": 8, "small": 16, "tiny": 4}
+WINDOWS = 5
+DEFAULT_BATCH = {"paper": 32, "small": 16, "tiny": 4}   # the configs' training batches
 TRAIN_JSON = PROJECT_ROOT / "benchmarks" / "results" / "train_step_cpu.json"
 
 
@@ -76,17 +77,21 @@ def bench_scale(scale: str, batch: int, batches: int, workers: int) -> dict:
                           per_shard=config.data.per_shard)
     iterator = iter(loader.train_loader(source, global_batch=batch, seed=0, workers=workers))
     next(iterator)  # start-up (and worker start) is not throughput
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-      out = jax.block_until_ready(mesh_lib.to_global(next(iterator), mesh))
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    rates, cpu = [], time.process_time()
+    for _ in range(WINDOWS):   # the median of several windows: this VM's memory speed wanders
+      start = time.perf_counter()
+      for _ in range(batches):
+        out = jax.block_until_ready(mesh_lib.to_global(next(iterator), mesh))
+      rates.append(batch * batches / (time.perf_counter() - start))
+    cpu = time.process_time() - cpu
   a, v = config.audio, config.video
   assert out["audio"].shape == (batch, a.height, a.width)
-  return {"batch": batch, "batches": batches, "workers": workers,
+  return {"batch": batch, "batches": batches, "windows": WINDOWS, "workers": workers,
           "spectrogram": [a.height, a.width],
           "frames": [v.frames_per_segment, v.height, v.width],
-          "examples_per_s": round(batch * batches / wall, 2),
-          "process_cpu_s_per_batch": round(cpu / batches, 4)}
+          "examples_per_s": round(float(np.median(rates)), 2),
+          "examples_per_s_windows": [round(r, 1) for r in rates],
+          "process_cpu_s_per_batch": round(cpu / batches / WINDOWS, 4)}
 
 
 def _median_s(fn, rounds: int) -> float:
@@ -119,17 +124,22 @@ def bench_augment(scale: str, batch: int, rounds: int) -> dict:
             "augment_s_per_batch": round(_median_s(lambda: aug(data), rounds), 4)}
   model = models.get_model(config.model)
   tx, _ = state_lib.make_optimizer(1e-4, 0, 10, 1e-4, 1.0)
+  runs, times = {}, {}
   for name, with_aug in (("step_s", False), ("augmented_step_s", True)):
     fn = steps.jit_train_step(steps.make_train_step(
         model, "finetune", aux_weight=1.0, augment_params=params if with_aug else None), mesh)
-    state = jax.jit(lambda k: state_lib.create(model, tx, spec, k))(jax.random.key(0))
-    state, _ = fn(state, data)   # compile
-    holder = {"state": state}
+    holder = {"state": jax.jit(lambda k: state_lib.create(model, tx, spec, k))(jax.random.key(0))}
 
-    def run():
+    def run(fn=fn, holder=holder):
       holder["state"], metrics = fn(holder["state"], data)
       return metrics["loss"]
-    result[name] = round(_median_s(run, rounds), 4)
+    for _ in range(2):   # compilation, then the first execution's allocations
+      jax.block_until_ready(run())
+    runs[name], times[name] = run, []
+  for _ in range(rounds):   # interleaved, so that load from elsewhere hits both alike
+    for name, run in runs.items():
+      times[name].append(_median_s(run, 1))
+  result.update({name: round(float(np.median(t)), 4) for name, t in times.items()})
   result["augment_share_of_step"] = round(
       (result["augmented_step_s"] - result["step_s"]) / result["step_s"], 3)
   return result
@@ -153,7 +163,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, help=f"batch size (default per scale: {DEFAULT_BATCH})")
   parser.add_argument("--batches", type=int, default=20, help="timed batches per scale")
   parser.add_argument("--workers", type=int, default=0, help="Grain worker processes")
-  parser.add_argument("--rounds", type=int, default=5, help="timed steps per augmentation form")
+  parser.add_argument("--rounds", type=int, default=7, help="timed steps per augmentation form")
   parser.add_argument("--train-json", type=Path, default=TRAIN_JSON,
                       help="benchmarks/train_step.py's JSON (training-step examples/s)")
   parser.add_argument("--train-examples-per-s", action="append", default=[],

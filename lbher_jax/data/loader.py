@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from lbher_jax.data import shards
@@ -67,6 +68,22 @@ class SegmentSource:
             "label": self._labels[int(index)], "clip": self._clips[int(index)],
             "weight": np.float32(1.0)}
 
+  def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows `indices` stacked, as `__getitem__` gives them one by one, gathered shard by shard."""
+    indices = np.asarray(indices, np.int64)
+    rows = self._rows[indices]
+    audio = video = None
+    for shard_id in np.unique(rows[:, 0]):
+      where = np.flatnonzero(rows[:, 0] == shard_id)
+      arrays = self._arrays(int(shard_id))
+      if audio is None:
+        audio = np.empty((len(indices), *arrays["audio"].shape[1:]), np.float32)
+        video = np.empty((len(indices), *arrays["video"].shape[1:]), arrays["video"].dtype)
+      audio[where] = arrays["audio"][rows[where, 1]]
+      video[where] = arrays["video"][rows[where, 1]]
+    return {"audio": audio, "video": video, "label": self._labels[indices],
+            "clip": self._clips[indices], "weight": np.ones(len(indices), np.float32)}
+
   def __getstate__(self):
     return {**self.__dict__, "_maps": {}, "_lock": None}
 
@@ -83,6 +100,52 @@ def source_from_records(directory: Path, records: Sequence[dict]) -> SegmentSour
                        [r["label_id"] for r in records], clips)
 
 
+class _TrainBatches:
+  """The endless shuffled training order as Grain records: record k is this process's slice of
+  global batch k. Epoch e = k // per_epoch visits the rows in the order of a permutation seeded
+  by (seed, e); its last incomplete global batch is dropped. Reading a whole batch at a time
+  (one gather per shard) is what lets the host keep up with an accelerator."""
+
+  EPOCHS = 1 << 20   # "endless": a length the sampler walks lazily
+
+  def __init__(self, source: SegmentSource, global_batch: int, seed: int, process_index: int,
+               process_count: int):
+    self._source, self._global, self._seed = source, global_batch, seed
+    self._local = global_batch // process_count
+    self._offset = process_index * self._local
+    self._per_epoch = len(source) // global_batch
+    if self._per_epoch == 0:
+      raise ValueError(f"{len(source)} training examples are fewer than one global batch of "
+                       f"{global_batch}")
+    self._order: tuple[int, np.ndarray] | None = None
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return self._per_epoch * self.EPOCHS
+
+  def __repr__(self) -> str:   # what Grain checks when it restores an iterator's position
+    return f"TrainBatches({self._source!r}, batch {self._global}, seed {self._seed})"
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      if self._order is None or self._order[0] != epoch:
+        rng = np.random.default_rng([self._seed, epoch])
+        self._order = (epoch, rng.permutation(len(self._source)))
+      return self._order[1]
+
+  def __getitem__(self, k: int) -> dict[str, np.ndarray]:
+    epoch, j = divmod(int(k), self._per_epoch)
+    begin = j * self._global + self._offset
+    return self._source.read_batch(self._permutation(epoch)[begin:begin + self._local])
+
+  def __getstate__(self):
+    return {**self.__dict__, "_order": None, "_lock": None}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+
 def train_loader(source: SegmentSource, *, global_batch: int, seed: int,
                  workers: int = 0) -> grain.DataLoader:
   """An endless, shuffled loader yielding this process's share of each global batch.
@@ -90,16 +153,16 @@ def train_loader(source: SegmentSource, *, global_batch: int, seed: int,
   Its iterator's position is checkpointable (grain.checkpoint.CheckpointSave), so a resumed run
   sees exactly the batches an uninterrupted one would.
   """
-  shard_options = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-  local_batch = global_batch // shard_options.shard_count
-  if local_batch * shard_options.shard_count != global_batch:
-    raise ValueError(f"global batch {global_batch} does not divide over "
-                     f"{shard_options.shard_count} processes")
-  sampler = grain.samplers.IndexSampler(len(source), shard_options=shard_options, shuffle=True,
-                                        num_epochs=None, seed=seed)
-  operations = [grain.transforms.Batch(local_batch, drop_remainder=True)]
-  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                          worker_count=workers)
+  count = jax.process_count()
+  if global_batch % count:
+    raise ValueError(f"global batch {global_batch} does not divide over {count} processes")
+  batches = _TrainBatches(source, global_batch, seed, jax.process_index(), count)
+  sampler = grain.samplers.IndexSampler(len(batches), shard_options=grain.sharding.NoSharding(),
+                                        shuffle=False, num_epochs=1, seed=seed)
+  # Two reading threads and a few batches ahead: measured fastest on 2 cores (benchmarks/
+  # loader.py); Grain's default of 16 threads polling 500 futures was 3x slower.
+  return grain.DataLoader(data_source=batches, sampler=sampler, worker_count=workers,
+                          read_options=grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
 
 
 def eval_batches(source: SegmentSource, *, global_batch: int, process_index: int = 0,
@@ -111,10 +174,7 @@ def eval_batches(source: SegmentSource, *, global_batch: int, process_index: int
   n = len(source)
   local = global_batch // process_count
   for begin in range(0, n, global_batch):
-    items = []
-    for i in range(begin + process_index * local, begin + (process_index + 1) * local):
-      item = source[min(i, n - 1)] if n else None
-      if i >= n:
-        item = {**item, "weight": np.float32(0.0)}
-      items.append(item)
-    yield {k: np.stack([it[k] for it in items]) for k in items[0]}
+    wanted = np.arange(begin + process_index * local, begin + (process_index + 1) * local)
+    batch = source.read_batch(np.minimum(wanted, max(n - 1, 0)))
+    batch["weight"] = (wanted < n).astype(np.float32)
+    yield batch
