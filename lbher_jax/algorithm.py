@@ -248,8 +248,8 @@ def calibrate(model, state, parts: Parts, workdir: Path, mesh, batch_size: int) 
   temperature, n = 1.0, 0
   if parts.val:
     source = loader_lib.source_from_records(_shards_dir(workdir), parts.val)
-    logits = inference.predict_heads(model, state, source, mesh, batch_size,
-                                inference.compile_eval_step(model, mesh, logits=True))["logits"]
+    step = inference.compile_eval_step(model, mesh, logits=True)
+    logits = inference.predict_heads(model, state, source, mesh, batch_size, step)["logits"]
     labels = np.array([r["label_id"] for r in parts.val])
     temperature, n = calibration.fit_temperature(logits, labels), len(labels)
   if jax.process_index() == 0:
@@ -266,10 +266,11 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   example = source[0]
   batch_shapes = {k: (config.eval.batch_size, *np.shape(v)) for k, v in example.items()}
   state = inference.restore(model, mesh, workdir, batch_shapes,
-                                     prefer_best=config.eval.checkpoint == "best")
+                            prefer_best=config.eval.checkpoint == "best")
   temperature = calibrate(model, state, parts, workdir, mesh, config.eval.batch_size)
   heads = inference.predict_heads(model, state, source, mesh, config.eval.batch_size,
-                             inference.compile_eval_step(model, mesh, heads=True, logits=True))
+                                  inference.compile_eval_step(model, mesh, heads=True,
+                                                              logits=True))
   logits, uncalibrated = heads.pop("logits"), heads.pop("probs")
   probs = calibration.softmax(logits, temperature).astype(np.float32)
   ids, clip_probs = metrics_lib.clip_probabilities(probs, [r["utt"] for r in parts.test])
@@ -292,7 +293,7 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
   if (config.model.name == "hybrid" and config.pretrain.steps > 0
       and loop.finished_step(workdir, "pretrain") is not None):
     pretrained = inference.restore(model, mesh, workdir, batch_shapes, phase="pretrain",
-                                            prefer_best=False)
+                                   prefer_best=False)
     m = pretraining_metrics(model, pretrained, _shards_dir(workdir), parts.test, mesh,
                             config.eval.batch_size)
     distances = m.pop("_distances")

@@ -15,7 +15,7 @@ from absl import logging
 
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.evaluation import calibration
-from lbher_jax.models import get_model
+from lbher_jax.models import batch_spec, get_model
 from lbher_jax.train import checkpoint as ckpt_lib
 from lbher_jax.train import mesh as mesh_lib
 from lbher_jax.train import state as state_lib
@@ -46,10 +46,9 @@ def restore(model, mesh, workdir: Path, batch_shapes: dict, *,
 
 def example_batch(config, batch_size: int = 1) -> dict[str, np.ndarray]:
   """Zeros shaped like a model input batch of `config` (audio, video, label, weight)."""
-  a, v = config.audio, config.video
-  return {"audio": np.zeros((batch_size, a.height, a.width), np.float32),
-          "video": np.zeros((batch_size, v.frames_per_segment, v.height, v.width, 3), np.uint8),
-          "label": np.zeros(batch_size, np.int32), "weight": np.ones(batch_size, np.float32)}
+  inputs = {k: np.zeros(s.shape, s.dtype) for k, s in batch_spec(config, batch_size).items()}
+  return {**inputs, "label": np.zeros(batch_size, np.int32),
+          "weight": np.ones(batch_size, np.float32)}
 
 
 def load_model(config, workdir: Path):

@@ -61,12 +61,7 @@ class SegmentSource:
       return self._maps[shard_id]
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    shard_id, row = self._rows[int(index)]
-    arrays = self._arrays(int(shard_id))
-    return {"audio": np.asarray(arrays["audio"][row], np.float32),
-            "video": np.asarray(arrays["video"][row]),
-            "label": self._labels[int(index)], "clip": self._clips[int(index)],
-            "weight": np.float32(1.0)}
+    return {k: v[0] for k, v in self.read_batch(np.array([index])).items()}
 
   def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     """Rows `indices` stacked, as `__getitem__` gives them one by one, gathered shard by shard."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
-from multiprocessing import connection
 import time
 import zlib
+from multiprocessing import connection
 from pathlib import Path
 from typing import Callable, Iterable
 

@@ -152,12 +152,14 @@ def _read_dialog(label_file: Path, session: int, codes: dict[str, str],
               f"{label_file}: {len(kept)} utterances name a missing video: {video}",
               strict=strict, count=len(kept))
     return []
-  unheard = [u for u in kept if not u.audio.is_file()]
+  heard, unheard = [], []
+  for u in kept:
+    (heard if u.audio.is_file() else unheard).append(u)
   if unheard:
     leave_out(left_out, "missing media",
               f"{label_file}: {len(unheard)} utterances have no sentence wav, e.g. "
               f"{unheard[0].audio}", strict=strict, count=len(unheard))
-  return [u for u in kept if u.audio.is_file()]
+  return heard
 
 
 def _side(gender: str, marked: str) -> str:
