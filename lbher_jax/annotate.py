@@ -35,11 +35,11 @@ def draw_label(frame: np.ndarray, text: str) -> None:
 
 def annotate_video(path: Path, result: dict, out: Path) -> Path:
   """Writes `out` (H.264 + AAC .mp4): `path` with each frame's segment label and probability drawn
-  on it, at the source's size and frame rate, with the source's audio.
+  on it, at the source's size and frame rate, with the source's audio (if it has any).
 
   Frames stream from one ffmpeg process through OpenCV into another, one frame in memory at a time.
   """
-  info = media.require_audio_video(Path(path))
+  info = media.require_streams(Path(path), ("video",))
   rate = info.fps if info.fps > 0 else 25.0
   width, height = info.width, info.height
   frame_bytes = width * height * 3
@@ -52,7 +52,7 @@ def annotate_video(path: Path, result: dict, out: Path) -> Path:
   tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
   write_cmd = [exe, "-nostdin", "-y", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", f"{rate:.6f}", "-i", "pipe:0", "-i", src, "-map", "0:v:0", "-map", "1:a:0",
+               "-r", f"{rate:.6f}", "-i", "pipe:0", "-i", src, "-map", "0:v:0", "-map", "1:a:0?",
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",   # yuv420p needs even sizes
                "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
                "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(tmp)]
@@ -64,7 +64,7 @@ def annotate_video(path: Path, result: dict, out: Path) -> Path:
       while len(buf := reader.stdout.read(frame_bytes)) == frame_bytes:
         frame = np.frombuffer(buf, np.uint8).reshape(height, width, 3).copy()
         segment = segment_at(result["segments"], i / rate)
-        if segment is not None:
+        if segment is not None and segment["label"] is not None:
           draw_label(frame, f"{segment['label']} {segment['probabilities'][segment['label']]:.2f}")
         writer.stdin.write(frame.tobytes())
         i += 1

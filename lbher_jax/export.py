@@ -1,11 +1,12 @@
 """Export a trained model as a self-contained inference function (`jax.export`), and load it back.
 
 An export directory holds two files:
-* `model.jaxexport`: the serialized StableHLO of `batch -> probabilities [B, num_labels]`, with the
-  model variables baked in as constants, lowered with a symbolic batch size `b` (any batch works)
-  for CPU and for the platform it was exported on. Loading needs only jax and numpy: no model
-  code, no Flax, no checkpoint, no pickle.
-* `model.json`: labels, input names / shapes (null = batch) / dtypes, the output, and the
+* `model.jaxexport`: the serialized StableHLO of `batch -> {"probs": [B, num_labels], ...}` (class
+  probabilities of the model's output and, for a two-stream model, of each stream's own output
+  layer, "audio_probs" / "video_probs"), with the model variables baked in as constants, lowered
+  with a symbolic batch size `b` (any batch works) for CPU and for the platform it was exported
+  on. Loading needs only jax and numpy: no model code, no Flax, no checkpoint, no pickle.
+* `model.json`: labels, input names / shapes (null = batch) / dtypes, the outputs, and the
   preprocessing settings (audio and video parameter dicts) that make those inputs from a video.
 
 Baking the variables in rather than shipping them in a separate array file keeps the artifact one
@@ -22,15 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.export
 import numpy as np
 
-from lbher_jax import LABELS, compiler, files
+from lbher_jax import LABELS, files
+
+# jax is imported by the functions that use it: `read_metadata` needs none, so that
+# `python -m lbher_jax.predict` can start decoding a video while jax loads beside it.
 
 MODEL_FILE = "model.jaxexport"
 META_FILE = "model.json"
-FORMAT = "lbher_jax.export/1"
+FORMAT = "lbher_jax.export/2"
 
 
 def _jsonable(value: Any) -> Any:
@@ -46,7 +48,8 @@ def _jsonable(value: Any) -> Any:
   raise TypeError(f"{type(value).__name__} cannot be written to {META_FILE}")
 
 
-def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], variables: Any,
+def export_model(apply_fn: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]],
+                 variables: Any,
                  example_batch: Mapping[str, np.ndarray], path: str | Path, *,
                  labels: Sequence[str] = LABELS,
                  preprocessing: Mapping[str, Any],
@@ -57,9 +60,12 @@ def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], 
   is stored as JSON so that a user can rebuild the inputs the way training built them; `source`
   (JSON values: where the variables came from) is stored as it is.
 
-  `apply_fn(variables, batch)` returns class probabilities [B, len(labels)]; `example_batch` holds
+  `apply_fn(variables, batch)` returns {"probs": [B, len(labels)], ...}: class probabilities of
+  one or more output layers, all of that shape; `example_batch` holds
   exactly the model inputs (its dtypes and per-example shapes are fixed, its batch size is not).
   """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.export  # pylint: disable=import-outside-toplevel
   path = Path(path)
   inputs = {name: np.asarray(x) for name, x in example_batch.items()}
   host_variables = jax.device_get(variables)  # numpy leaves: become constants, bound to no device
@@ -71,18 +77,20 @@ def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], 
   specs = jax.export.symbolic_args_specs(inputs, "b, ...")
   exported = jax.export.export(jax.jit(infer), platforms=platforms)(specs)
   batch_dim = next(iter(specs.values())).shape[0]
-  outs = exported.out_avals
-  if (not jax.tree_util.treedef_is_leaf(exported.out_tree)
-      or outs[0].shape != (batch_dim, len(labels))):
-    raise ValueError(f"{path}: apply_fn must return one array [batch, {len(labels)}] of "
-                     f"probabilities, got {exported.out_tree} of {outs}")
+  outs = jax.tree.unflatten(exported.out_tree, exported.out_avals)
+  if (not isinstance(outs, dict) or "probs" not in outs
+      or any(getattr(x, "shape", None) != (batch_dim, len(labels)) for x in outs.values())):
+    raise ValueError(f"{path}: apply_fn must return a dict with \"probs\" of arrays [batch, "
+                     f"{len(labels)}] of probabilities, got {outs}")
   meta = {
       "format": FORMAT,
       "labels": list(labels),
       "inputs": {name: {"shape": [None, *x.shape[1:]], "dtype": x.dtype.name}
                  for name, x in inputs.items()},
-      "output": {"shape": [None, len(labels)], "dtype": np.dtype(outs[0].dtype).name,
-                 "meaning": "class probabilities in `labels` order"},
+      "outputs": {name: {"shape": [None, len(labels)], "dtype": np.dtype(x.dtype).name}
+                  for name, x in sorted(outs.items())},
+      "output_meaning": "class probabilities in `labels` order: probs of the model's output, "
+                        "audio_probs / video_probs of a stream's own output layer",
       "preprocessing": preprocessing,
       "source": dict(source or {}),
       "platforms": list(exported.platforms),
@@ -95,21 +103,35 @@ def export_model(apply_fn: Callable[[Any, Mapping[str, jax.Array]], jax.Array], 
   return path
 
 
-def load_exported(path: str | Path
-                  ) -> tuple[Callable[[Mapping[str, np.ndarray]], np.ndarray], dict[str, Any]]:
-  """(predict, metadata) from an export directory; needs jax and numpy only.
-
-  `predict(batch)` takes a dict of numpy arrays named as in `metadata["inputs"]` (other keys are
-  ignored) and returns numpy probabilities [B, len(metadata["labels"])].
-  """
+def read_metadata(path: str | Path) -> dict[str, Any]:
+  """The model.json of a complete export in `path` (needs no jax); ValueError naming it if not."""
   path = Path(path)
   try:
     meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    blob = (path / MODEL_FILE).read_bytes()
+    if not (path / MODEL_FILE).is_file():
+      raise OSError(f"no {MODEL_FILE}")
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"{path}: not a complete model export ({e})") from None
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
+  return meta
+
+
+def load_exported(path: str | Path
+                  ) -> tuple[Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+                             dict[str, Any]]:
+  """(predict, metadata) from an export directory; needs jax and numpy only.
+
+  `predict(batch)` takes a dict of numpy arrays named as in `metadata["inputs"]` (other keys are
+  ignored) and returns numpy probabilities [B, len(metadata["labels"])] of each output named in
+  `metadata["outputs"]`.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.export  # pylint: disable=import-outside-toplevel
+  from lbher_jax import compiler  # pylint: disable=import-outside-toplevel
+  path = Path(path)
+  meta = read_metadata(path)
+  blob = (path / MODEL_FILE).read_bytes()
   call = jax.jit(jax.export.deserialize(bytearray(blob)).call,
                  compiler_options=compiler.compiler_options(jax.devices()))
 
@@ -125,7 +147,7 @@ def load_exported(path: str | Path
       if not np.can_cast(x.dtype, spec["dtype"], casting="same_kind"):
         raise ValueError(f"{path}: input {name!r} has dtype {x.dtype}, expected {spec['dtype']}")
       args[name] = x.astype(spec["dtype"], copy=False)
-    return np.asarray(call(args))
+    return {name: np.asarray(x) for name, x in call(args).items()}
 
   return predict, meta
 
@@ -137,6 +159,7 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
   An export of the same checkpoint already there is kept; any other is replaced.
   """
   # The exporting side needs the model code; loading an export (above) must not.
+  import jax  # pylint: disable=import-outside-toplevel
   from lbher_jax import inference  # pylint: disable=import-outside-toplevel
   from lbher_jax.evaluation import calibration  # pylint: disable=import-outside-toplevel
   from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
@@ -156,7 +179,10 @@ def run(config, workdir: str | Path, output: str | Path | None = None) -> Path:
     return path
 
   def probabilities(variables, batch):
-    return jax.nn.softmax(model.apply(variables, batch, train=False)["logits"] / temperature)
+    out = model.apply(variables, batch, train=False)
+    return {"probs": jax.nn.softmax(out["logits"] / temperature),
+            **{k.removesuffix("logits") + "probs": jax.nn.softmax(v)
+               for k, v in out.items() if k.endswith("_logits")}}
 
   inputs = input_keys(config.model.name)
   example = {k: x for k, x in inference.example_batch(config).items() if k in inputs}

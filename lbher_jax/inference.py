@@ -61,20 +61,23 @@ def load_model(config, workdir: Path):
   return model, state, mesh
 
 
-def load_classifier(config, workdir: Path, batch_size: int) -> Callable[[dict], np.ndarray]:
-  """The fine-tuned model in WORKDIR as a function batch -> probabilities for batches of up to
-  `batch_size` rows (padded to it: one compilation), calibrated by the temperature of
+def load_classifier(config, workdir: Path, batch_size: int
+                    ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+  """The fine-tuned model in WORKDIR as a function batch -> class probabilities of each output
+  layer ("probs", and for a two-stream model "audio_probs" / "video_probs"), for batches of up to
+  `batch_size` rows (padded to it: one compilation). "probs" is calibrated by the temperature of
   WORKDIR/calibration.json when evaluation has fitted one."""
   model, state, mesh = load_model(config, workdir)
-  step = compile_eval_step(model, mesh, temperature=calibration.load_temperature(workdir))
+  step = compile_eval_step(model, mesh, heads=True,
+                           temperature=calibration.load_temperature(workdir))
 
-  def classify(batch: dict) -> np.ndarray:
-    n = len(batch["audio"])
+  def classify(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(next(iter(batch.values())))
     padded = {k: np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])
               for k, x in batch.items()}
     padded["label"] = np.zeros(batch_size, np.int32)
     padded["weight"] = (np.arange(batch_size) < n).astype(np.float32)
-    return np.asarray(step(state, mesh_lib.to_global(padded, mesh))["probs"])[:n]
+    return {k: np.asarray(v)[:n] for k, v in step(state, mesh_lib.to_global(padded, mesh)).items()}
   return classify
 
 

@@ -15,6 +15,7 @@ decoded frames.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import re
@@ -32,6 +33,7 @@ _MAX_GRID_RATE = 240.0  # a `tbr` above this is a timebase, not a frame rate
 _DEFAULT_RATE = 25.0  # for streams that report no rate at all
 _TRUNCATED = ("partial file", "ended prematurely")  # what ffmpeg's demuxers say of a cut file
 _MAX_FRAMES_PER_CALL = 64  # ffmpeg cannot parse a select expression of a few hundred terms
+_PARALLEL_CALLS = 2  # ffmpeg processes of one read_frames at a time (each decodes on one thread)
 _LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad": 4,
                     "hexagonal": 6, "octagonal": 8, "cube": 8, "hexadecagonal": 16}
 
@@ -261,7 +263,7 @@ def read_frames(path, times: Sequence[float], height: int | None = None,
   Seeks to just before the earliest time and decodes only up to the latest; holds only the frames
   asked for. Times past the end give the last frame. Without height/width the displayed size.
   `info` (the result of `probe(path)`) saves probing the file again. Many times (a long video)
-  are read by several ffmpeg calls of at most `_MAX_FRAMES_PER_CALL` frames each.
+  are read by several ffmpeg calls of at most `_MAX_FRAMES_PER_CALL` frames each, two at a time.
   """
   info = info or probe(path)
   path = info.path
@@ -276,8 +278,13 @@ def read_frames(path, times: Sequence[float], height: int | None = None,
   if times.size == 0:
     return np.zeros((0, height, width, 3), np.uint8)
   unique, inverse = np.unique(times, return_inverse=True)
-  parts = [_read_sorted(path, unique[i:i + _MAX_FRAMES_PER_CALL], _grid_rate(info), height, width)
-           for i in range(0, len(unique), _MAX_FRAMES_PER_CALL)]
+  read = lambda i: _read_sorted(path, unique[i:i + _MAX_FRAMES_PER_CALL], _grid_rate(info),
+                                height, width)
+  starts = range(0, len(unique), _MAX_FRAMES_PER_CALL)
+  if len(starts) == 1:
+    return read(0)[inverse.reshape(-1)]
+  with concurrent.futures.ThreadPoolExecutor(_PARALLEL_CALLS) as pool:  # separate processes
+    parts = list(pool.map(read, starts))
   return np.concatenate(parts)[inverse.reshape(-1)]
 
 
@@ -325,13 +332,14 @@ def _read_sorted(path: Path, times: np.ndarray, rate: float, height: int,
   return frames[np.searchsorted(wanted, slots)]
 
 
-def require_audio_video(path: Path) -> MediaInfo:
-  """Probes `path`; raises MediaError naming it unless it has audio and video streams."""
+def require_streams(path: Path, streams: Sequence[str]) -> MediaInfo:
+  """Probes `path`; raises MediaError naming it unless it holds at least one of `streams`
+  ("audio", "video": those a model reads) and a duration."""
   info = probe(path)
-  if not info.has_audio:
-    raise MediaError(path, "no audio stream (LbHER needs the audio track)")
-  if not info.has_video:
-    raise MediaError(path, "no video stream (LbHER needs the face frames)")
+  held = [s for s in streams if (info.has_audio if s == "audio" else info.has_video)]
+  if not held:
+    wanted = " or ".join(f"an {s} stream" if s == "audio" else f"a {s} stream" for s in streams)
+    raise MediaError(path, f"no {' and no '.join(streams)} stream (the model needs {wanted})")
   if info.duration <= 0:
     raise MediaError(path, "no duration (the streams hold no samples)")
   return info

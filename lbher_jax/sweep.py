@@ -16,6 +16,7 @@ killed sweep resumes where it stopped.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -152,8 +153,14 @@ def _arm(run: Run, protocol_sweep: bool) -> str:
 def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -> dict:
   """sweep.json's content from the finished runs' results.json: runs, summary, paired."""
   protocol_sweep = bool(tuple(config.sweep.protocols))
-  rows, matrices = [], {}
+  rows = []
+  planned: collections.Counter = collections.Counter()   # (arm, seed) -> folds planned
+  matrices: dict[tuple[str, int], list[np.ndarray]] = {}  # (arm, seed) -> finished folds' matrices
+  arm_of = {}
   for r in runs:
+    arm = _arm(r, protocol_sweep)
+    planned[(arm, r.seed)] += 1
+    arm_of[arm] = (r.model, r.protocol)
     path = r.directory(workdir) / "results.json"
     if not path.exists():
       continue
@@ -161,17 +168,18 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
     rows.append({"model": r.model, "protocol": r.protocol, "seed": r.seed, "fold": r.fold,
                  **{k: res[k] for k in METRICS}, "num_test": res["num_test"],
                  "leaky": bool(res.get("leaky"))})
-    matrices[r] = np.array(res["confusion_matrix"])
+    matrices.setdefault((arm, r.seed), []).append(np.array(res["confusion_matrix"]))
+    for layer, head in (res.get("heads") or {}).items():
+      # A two-stream model's own per-stream output layer: what that stream gives alone.
+      arm_of[f"{arm}:{layer}"] = (f"{r.model}:{layer}", r.protocol)
+      matrices.setdefault((f"{arm}:{layer}", r.seed), []).append(
+        np.array(head["confusion_matrix"]))
   # One unit per (arm, seed), only when all its planned folds are done.
-  planned, arm_of = {}, {}
-  for r in runs:
-    planned.setdefault((_arm(r, protocol_sweep), r.seed), []).append(r)
-    arm_of[_arm(r, protocol_sweep)] = (r.model, r.protocol)
   units: dict[str, dict[int, dict]] = {}
-  for (arm, seed), members in planned.items():
-    if all(m in matrices for m in members):
-      pooled = np.sum([matrices[m] for m in members], axis=0)
-      units.setdefault(arm, {})[seed] = metrics_lib.classification_metrics(pooled, LABELS)
+  for (arm, seed), done in matrices.items():
+    if len(done) == planned[(arm.split(":")[0], seed)]:
+      units.setdefault(arm, {})[seed] = metrics_lib.classification_metrics(
+        np.sum(done, axis=0), LABELS)
   summary = {arm: {k: stats.summarize([u[k] for u in by_seed.values()]) for k in METRICS}
              for arm, by_seed in units.items()}
   paired = []
@@ -189,7 +197,9 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
   return {"runs": rows, "summary": summary, "paired": paired,
           "methods": {"unit": "one seed's result, the confusion matrices of its folds summed "
                               "(every test clip once per seed)",
-                      "interval": stats.INTERVAL_METHOD, "paired": stats.PAIRED_METHOD},
+                      "interval": stats.INTERVAL_METHOD, "paired": stats.PAIRED_METHOD,
+                      "layers": "ARM:audio / ARM:video: a two-stream model's own per-stream "
+                                "output layers, scored on the same clips"},
           "planned_runs": len(runs), "finished_runs": len(rows)}
 
 
@@ -221,7 +231,8 @@ def write_outputs(workdir: Path, result: dict, config: ml_collections.ConfigDict
   text = "\n".join([
       "# Sweep", "", f"Command: `{result['command']}`", "",
       f"{result['finished_runs']} of {result['planned_runs']} runs finished. Unit: {m['unit']}. "
-      f"Intervals: {m['interval']}. Paired: {m['paired']}.", "", summary_markdown(result)])
+      f"Intervals: {m['interval']}. Paired: {m['paired']}. {m['layers']}.", "",
+      summary_markdown(result)])
   files.atomic_write_text(workdir / "sweep.md", text)
   buf = io.StringIO()
   fields = ["model", "protocol", "seed", "fold", *METRICS, "num_test", "leaky"]
@@ -242,6 +253,8 @@ def table2_rows(result: dict) -> list[dict]:
   """Table 2 rows (report.table2_markdown's format) from a protocol sweep's summary."""
   rows = []
   for arm, s in result["summary"].items():
+    if ":" in arm:
+      continue   # a stream layer of a two-stream model: not one of the paper's models
     model, protocol = arm.split("/")   # a protocol sweep: every arm is model/protocol
     rows.append({"model": model, "protocol": protocol, "accuracy": s["accuracy"]["mean"],
                  "unweighted_accuracy": s["unweighted_accuracy"]["mean"],

@@ -14,8 +14,6 @@ import pytest
 
 from configs import demo
 from lbher_jax import LABELS, export, inference, media, predict
-from lbher_jax.features import audio as audio_features
-from lbher_jax.features import video as video_features
 
 pytestmark = pytest.mark.slow  # subprocess / end-to-end runs
 
@@ -205,17 +203,28 @@ def test_export_gives_the_in_process_outputs(run):
   batch = {k: (rng.uniform(-1, 1, x.shape).astype(x.dtype) if k == "audio"
                else rng.integers(0, 256, x.shape).astype(x.dtype))
            for k, x in inference.example_batch(config, 3).items() if k in ("audio", "video")}
-  np.testing.assert_allclose(exported(batch), in_process(batch), atol=1e-5)
+  ours, theirs = exported(batch), in_process(batch)
+  assert sorted(ours) == sorted(theirs) == ["audio_probs", "probs", "video_probs"]
+  for name in ours:
+    np.testing.assert_allclose(ours[name], theirs[name], atol=1e-5)
   # A whole video, preprocessed from the export's own settings.
   clip = next((cache / "demo-v2").rglob("*.mp4"))
-  params = (audio_features.AudioParams(**meta["preprocessing"]["audio"]),
-            video_features.VideoParams(**meta["preprocessing"]["video"]))
-  ours, theirs = (predict.predict_video(clip, f, *params) for f in (in_process, exported))
+  from_export, *params, seed = predict.load_export(workdir / "export")
+  assert seed == config.data.noise_seed
+  ours, theirs = (predict.predict_video(clip, c, *params, seed=seed) for c in
+                  (predict.Classifier(("audio", "video"), in_process), from_export))
   assert len(ours["segments"]) == len(theirs["segments"]) > 0
   for a, b in zip(ours["segments"], theirs["segments"]):
-    assert a["label"] == b["label"]
+    assert a["label"] == b["label"] and a["modalities"] == b["modalities"] == ["audio", "video"]
     np.testing.assert_allclose(list(a["probabilities"].values()),
                                list(b["probabilities"].values()), atol=1e-5)
+  # The fast command line gives the same file.
+  out = workdir / "from_export.json"
+  done = subprocess.run([sys.executable, "-m", "lbher_jax.predict", str(workdir / "export"),
+                         str(clip), "--output", str(out)], capture_output=True, text=True,
+                        cwd=ROOT, check=False, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads(out.read_text()) == json.loads(json.dumps(theirs))
 
   again = _main(workdir, cache, "--mode", "export", "--output", str(workdir / "export"))
   assert again.returncode == 0 and "kept" in again.stdout

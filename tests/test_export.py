@@ -41,7 +41,8 @@ class TinyAV(nn.Module):
   def __call__(self, batch):
     audio = nn.Dense(5)(batch["audio"].reshape(batch["audio"].shape[0], -1))
     video = nn.Conv(4, (1, 3, 3))(batch["video"].astype(jnp.float32) / 255.0).mean(axis=(1, 2, 3))
-    return nn.softmax(nn.Dense(4)(jnp.concatenate([nn.relu(audio), video], axis=-1)))
+    return {"probs": nn.softmax(nn.Dense(4)(jnp.concatenate([nn.relu(audio), video], axis=-1))),
+            "audio_probs": nn.softmax(nn.Dense(4)(audio))}
 
 
 def _batch(n, seed):
@@ -66,11 +67,14 @@ def test_outputs_match_in_process_for_two_batch_sizes(exported):
   for n, seed in ((2, 2), (5, 3)):
     batch = _batch(n, seed)
     got = predict({**batch, "label": np.zeros(n, np.int32)})  # extra keys are ignored
-    assert got.shape == (n, 4)
-    np.testing.assert_allclose(got, np.asarray(model.apply(variables, batch)), atol=1e-5)
+    want = model.apply(variables, batch)
+    assert sorted(got) == ["audio_probs", "probs"] and got["probs"].shape == (n, 4)
+    for name in want:
+      np.testing.assert_allclose(got[name], np.asarray(want[name]), atol=1e-5)
     # float64 audio is cast to the exported float32.
-    np.testing.assert_allclose(predict({**batch, "audio": batch["audio"].astype(np.float64)}),
-                               got, atol=1e-6)
+    np.testing.assert_allclose(
+      predict({**batch, "audio": batch["audio"].astype(np.float64)})["probs"], got["probs"],
+      atol=1e-6)
 
 
 def test_metadata_round_trips(exported):
@@ -81,7 +85,8 @@ def test_metadata_round_trips(exported):
   assert meta["labels"] == list(LABELS)
   assert meta["inputs"] == {"audio": {"shape": [None, 8, 12], "dtype": "float32"},
                             "video": {"shape": [None, 2, 6, 10, 3], "dtype": "uint8"}}
-  assert meta["output"]["shape"] == [None, 4]
+  assert meta["outputs"] == {"audio_probs": {"shape": [None, 4], "dtype": "float32"},
+                             "probs": {"shape": [None, 4], "dtype": "float32"}}
   assert meta["preprocessing"] == {
       "audio": {"sample_rate": 16000, "segment_seconds": 3.0, "pad": "noise"},
       "video": {"frames_per_segment": 2, "height": 6, "width": 10}}
@@ -101,12 +106,13 @@ def test_bad_batches_name_the_export(exported):
 
 
 def test_export_rejects_wrong_output_and_missing_files(tmp_path):
-  with pytest.raises(ValueError, match=r"one array \[batch, 4\]"):
-    export.export_model(lambda v, b: b["audio"][:, 0, :3], {}, _batch(2, 0), tmp_path / "bad",
-                        preprocessing={})
+  for wrong in (lambda v, b: {"probs": b["audio"][:, 0, :3]},
+                lambda v, b: {"logits": b["audio"][:, 0, :4]}, lambda v, b: b["audio"][:, 0, :4]):
+    with pytest.raises(ValueError, match=r"a dict with \"probs\" of arrays \[batch, 4\]"):
+      export.export_model(wrong, {}, _batch(2, 0), tmp_path / "bad", preprocessing={})
   with pytest.raises(TypeError, match="object cannot be written to model.json"):
-    export.export_model(lambda v, b: b["audio"][:, 0, :4], {}, _batch(2, 0), tmp_path / "bad",
-                        preprocessing={"audio": object()})
+    export.export_model(lambda v, b: {"probs": b["audio"][:, 0, :4]}, {}, _batch(2, 0),
+                        tmp_path / "bad", preprocessing={"audio": object()})
   assert not (tmp_path / "bad").exists()
   (tmp_path / "half").mkdir()
   (tmp_path / "half" / "model.jaxexport").write_bytes(b"x")
@@ -125,7 +131,7 @@ def test_loads_in_fresh_process_without_flax(exported, tmp_path):
       predict, meta = load_exported({str(path)!r})
       with np.load({str(tmp_path / "batch.npz")!r}) as f:
         probs = predict(dict(f))
-      print(json.dumps({{"probs": probs.tolist(), "labels": meta["labels"],
+      print(json.dumps({{"probs": probs["probs"].tolist(), "labels": meta["labels"],
                         "flax": any(m == "flax" or m.startswith("flax.") for m in sys.modules),
                         "models": any(m.startswith(("lbher_jax.models", "lbher_jax.train"))
                                       for m in sys.modules)}}))
@@ -137,7 +143,8 @@ def test_loads_in_fresh_process_without_flax(exported, tmp_path):
   out = json.loads(done.stdout.strip().splitlines()[-1])
   assert not out["flax"] and not out["models"]
   assert out["labels"] == list(LABELS)
-  np.testing.assert_allclose(out["probs"], np.asarray(model.apply(variables, batch)), atol=1e-5)
+  np.testing.assert_allclose(out["probs"], np.asarray(model.apply(variables, batch)["probs"]),
+                             atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -163,9 +170,10 @@ def test_hybrid_exports_for_any_batch_size(tmp_path):
             "video": rng.integers(0, 256, specs["video"].shape, dtype=np.uint8)}
 
   variables = model.init(jax.random.key(0), batch(2, 0), train=False)
-  apply = lambda v, b: jax.nn.softmax(model.apply(v, b, train=False)["logits"])
+  apply = lambda v, b: {"probs": jax.nn.softmax(model.apply(v, b, train=False)["logits"])}
   path = export.export_model(apply, variables, batch(3, 1), tmp_path / "model", labels=LABELS,
                              preprocessing=PREPROCESSING)
   predict, _ = export.load_exported(path)
   for n in (1, 4):
-    np.testing.assert_allclose(predict(batch(n, n)), apply(variables, batch(n, n)), atol=1e-6)
+    np.testing.assert_allclose(predict(batch(n, n))["probs"],
+                               apply(variables, batch(n, n))["probs"], atol=1e-6)

@@ -50,7 +50,7 @@ def test_side_crop_picks_the_right_half(split_screen, side, colour):
   bounds = [(0.0, 1.5), (1.5, 3.0)]
   frames, fraction = video.segment_frames(split_screen, bounds, side, SMALL)
   assert frames.shape == (2, 4, 12, 20, 3) and frames.dtype == np.uint8
-  assert fraction == 0.0  # no detector ran
+  np.testing.assert_array_equal(fraction, [0.0, 0.0])  # no detector ran
   mean = frames.reshape(-1, 3).mean(axis=0)
   assert mean[colour] > 200 and mean[2 - colour] < 40
 
@@ -95,5 +95,5 @@ def test_real_clips_find_faces(ravdess_fer_av):
     duration = media.probe(path).duration
     frames, fraction = video.segment_frames(path, [(0.0, 3.0), (3.0, duration)], None, params)
     assert frames.shape == (2, 20, 60, 100, 3) and frames.dtype == np.uint8
-    assert fraction >= 0.75, clip
+    assert fraction.shape == (2,) and fraction.min() >= 0.5 and fraction.mean() >= 0.75, clip
     assert frames.std() > 10  # real image content, not a flat fill

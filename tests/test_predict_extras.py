@@ -24,11 +24,11 @@ def video(tmp_path_factory):
   return path
 
 
-def fake_classifier(batch: dict) -> np.ndarray:
-  """Segment k of a chunk gets class k % 4 with probability 0.7."""
+def fake_classifier(batch: dict) -> dict[str, np.ndarray]:
+  """Segment k of a chunk gets class k % 4 with probability 0.7, from every output layer."""
   probs = np.full((len(batch["audio"]), len(LABELS)), 0.1, np.float32)
   probs[np.arange(len(probs)), np.arange(len(probs)) % len(LABELS)] = 0.7
-  return probs
+  return dict.fromkeys(("probs", "audio_probs", "video_probs"), probs)
 
 
 @pytest.fixture(name="patched")

@@ -51,6 +51,47 @@ def test_paired_difference_interval_and_p_value():
     stats.paired([0.1, 0.2], [0.1])
 
 
+def test_stream_layers_of_a_two_stream_model_are_arms_of_their_own(tmp_path):
+  """The hybrid's per-stream output layers (results.json "heads") are summarised and paired like
+  models: each seed's folds pooled, against the single-stream model over the same seeds."""
+  def matrix(right):   # 4 clips per class, `right[c]` of class c correct, the rest called 0 / 1
+    cm = [[0] * 4 for _ in range(4)]
+    for c, k in enumerate(right):
+      cm[c][c] += k
+      cm[c][1 if c == 0 else 0] += 4 - k
+    return cm
+
+  def write(model, seed, fold, right, heads=None):
+    run = sweep.Run(model, "config", seed, fold)
+    run.directory(tmp_path).mkdir(parents=True)
+    res = {"accuracy": 0.0, "unweighted_accuracy": 0.0, "macro_f1": 0.0, "num_test": 16,
+           "confusion_matrix": matrix(right)}
+    if heads:
+      res["heads"] = {k: {"confusion_matrix": matrix(v)} for k, v in heads.items()}
+    (run.directory(tmp_path) / "results.json").write_text(json.dumps(res))
+    return run
+
+  runs = []
+  for seed, (audio, rnn) in enumerate((((4, 4, 0, 0), (1, 1, 1, 1)), ((4, 4, 4, 0), (3, 3, 3, 3)))):
+    for fold in (0, 1):
+      runs.append(write("hybrid", seed, fold, (4, 4, 4, 4),
+                        {"audio": audio, "video": (1, 1, 1, 1)}))
+      runs.append(write("cnn_rnn", seed, fold, rnn))
+  config = demo_config.get_config("tiny")
+  result = sweep.collect(tmp_path, runs, config)
+  audio = result["summary"]["hybrid:audio"]["unweighted_accuracy"]
+  assert audio["n"] == 2 and audio["mean"] == pytest.approx((0.5 + 0.75) / 2)
+  assert result["summary"]["hybrid:video"]["accuracy"]["mean"] == pytest.approx(0.25)
+  pair = next(p for p in result["paired"] if {p["a"], p["b"]} == {"cnn_rnn", "hybrid:audio"}
+              and p["metric"] == "unweighted_accuracy")
+  sign = 1 if pair["a"] == "hybrid:audio" else -1
+  assert sign * pair["mean_difference"] == pytest.approx(((0.5 - 0.25) + (0.75 - 0.75)) / 2)
+  # A layer whose fold is missing makes no unit, like a model's.
+  (runs[-2].directory(tmp_path) / "results.json").unlink()
+  assert result["summary"]["hybrid:audio"]["accuracy"]["n"] == 2
+  assert sweep.collect(tmp_path, runs, config)["summary"]["hybrid:audio"]["accuracy"]["n"] == 1
+
+
 def test_run_config_sets_model_protocol_seed_and_fold_and_leaves_the_base_alone():
   base = table2_config.get_config("tiny")
   assert base.sweep.models == ("cnn", "cnn_lstm", "cnn_rnn", "hybrid")

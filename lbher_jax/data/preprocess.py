@@ -79,7 +79,7 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
         settings.video, info=info if utt.video == source else None)
         for i in range(0, len(bounds), FRAME_CHUNK)]
     frames = np.concatenate([f for f, _ in parts])
-    face = sum(fraction * len(f) for f, fraction in parts) / len(frames)
+    face = np.concatenate([fractions for _, fractions in parts]).mean()
   else:
     v = settings.video
     frames = np.zeros((len(bounds), v.frames_per_segment, v.height, v.width, 3), np.uint8)

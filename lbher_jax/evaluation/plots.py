@@ -252,12 +252,13 @@ def plot_timeline(prediction: Mapping[str, Any], path: str | Path) -> None:
   ax = fig.subplots()
   bottom = np.zeros(len(segments))
   for colour, label in enumerate(labels):
-    p = np.array([s["probabilities"][label] for s in segments], dtype=np.float64)
+    p = np.array([(s["probabilities"] or {}).get(label, 0.0) for s in segments],
+                 dtype=np.float64)   # a segment with nothing to go on is left empty
     ax.bar(starts, p, widths, bottom=bottom, align="edge", color=f"C{colour}", edgecolor="white",
            linewidth=0.5, label=label)
     bottom += p
   for s in segments:
-    ax.text((s["start"] + s["end"]) / 2, 1.02, s["label"], ha="center", va="bottom",
+    ax.text((s["start"] + s["end"]) / 2, 1.02, s["label"] or "-", ha="center", va="bottom",
             fontsize="small")
   ax.set_xlim(0.0, max([prediction.get("duration_s") or 0.0]
                        + [s["end"] for s in segments]) or 1.0)

@@ -123,13 +123,16 @@ def _read_size(info: media.MediaInfo) -> tuple[int, int]:
 
 def segment_frames(path, bounds: list[tuple[float, float]], side: str | None,
                    params: VideoParams, *,
-                   info: media.MediaInfo | None = None) -> tuple[np.ndarray, float]:
-  """Face frames of each segment and the fraction of the examined frames with a face found.
+                   info: media.MediaInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Face frames of each segment, and for each segment the fraction of its examined frames in
+  which the detector found a face.
 
   `bounds` are absolute (start, end) seconds in the file, one per segment. Returns uint8
-  [len(bounds), frames_per_segment, height, width, 3] RGB (grayscale video gives 3 equal channels).
-  With face_detector="none" no detection runs and the fraction is 0. `info` (`media.probe(path)`)
-  saves probing the file again.
+  [len(bounds), frames_per_segment, height, width, 3] RGB (grayscale video gives 3 equal channels)
+  and float32 [len(bounds)]. The detector examines at least `_DETECT_FRAMES` frames and two per
+  segment, evenly spread; one crop box (the median of the faces found) serves every segment.
+  With face_detector="none" no detection runs and the fractions are 0. `info`
+  (`media.probe(path)`) saves probing the file again.
   """
   info = info or media.probe(path)
   if not info.has_video:
@@ -138,9 +141,10 @@ def segment_frames(path, bounds: list[tuple[float, float]], side: str | None,
   times = frame_times(bounds, info.duration, n).reshape(-1)
   height, width = _read_size(info)
   frames = side_crop(media.read_frames(path, times, height, width, info=info), side)
-  faces = []
+  examined, faces = np.zeros(0, int), []
   if params.face_detector == "haar" and len(frames):
-    examined = np.unique(np.linspace(0, len(frames) - 1, _DETECT_FRAMES).round().astype(int))
+    count = max(_DETECT_FRAMES, 2 * len(bounds))
+    examined = np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))
     faces = [detect_face(frames[i]) for i in examined]
   found = [f for f in faces if f is not None]
   face = tuple(np.median(np.asarray(found), axis=0)) if found else None
@@ -149,5 +153,9 @@ def segment_frames(path, bounds: list[tuple[float, float]], side: str | None,
   for i, frame in enumerate(frames):
     out[i] = cv2.resize(frame[top:top + ch, left:left + cw], (params.width, params.height),
                         interpolation=cv2.INTER_AREA)
-  fraction = len(found) / len(faces) if faces else 0.0
-  return out.reshape(len(bounds), n, params.height, params.width, 3), fraction
+  hits = np.zeros(len(bounds), np.float32)
+  looks = np.zeros(len(bounds), np.float32)
+  np.add.at(looks, examined // n, 1.0)
+  np.add.at(hits, examined // n, [f is not None for f in faces])
+  fractions = np.divide(hits, looks, out=np.zeros_like(hits), where=looks > 0)
+  return out.reshape(len(bounds), n, params.height, params.width, 3), fractions
