@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
   out = {}
   for side, rows in (("test", parts.test), ("train", parts.pretrain)):
     m = algorithm.pretraining_metrics(model, state, workdir / algorithm.SHARDS, rows, mesh,
-                                      config.eval.batch_size)
+                                      config.eval.batch_size, config.audio.segment_seconds)
     m.pop("_distances")
     out[side] = m
   result = {"config": args.config, "overrides": args.set, "fold": args.fold, **out,

@@ -142,7 +142,9 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   model = get_model(config.model)
   shards_dir = _shards_dir(workdir)
   source = loader_lib.source_from_records(shards_dir, parts.train)
-  pretrain_source = loader_lib.source_from_records(shards_dir, parts.pretrain)
+  # Pre-training batches carry each segment's span, which time-keeping embeddings align by.
+  pretrain_source = loader_lib.source_from_records(shards_dir, parts.pretrain,
+                                                   config.audio.segment_seconds)
   augment_params = augment.AugmentParams(**config.augment.to_dict())
   variables = None
   pretrains = config.model.name == "hybrid" and config.pretrain.steps > 0
@@ -152,7 +154,8 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
                     or loop.finished_step(workdir, "pretrain") == config.pretrain.steps):
     val_rows, last = parts.val, {}
     def validate_pretrain(state):   # held-out audio-visual correspondence, every checkpoint
-      m = pretraining_metrics(model, state, shards_dir, val_rows, mesh, config.eval.batch_size)
+      m = pretraining_metrics(model, state, shards_dir, val_rows, mesh, config.eval.batch_size,
+                              config.audio.segment_seconds)
       last.update({f"val_{k}": m[k] for k in CORRESPONDENCE_KEYS if m[k] is not None})
       return dict(last)
     state = loop.run_phase(
@@ -190,10 +193,11 @@ CORRESPONDENCE_KEYS = ("auc_all", "auc_same_emotion", "top1_all", "top1_same_emo
 
 
 def pretraining_metrics(model, state, shards_dir: Path, rows: list[dict], mesh,
-                        batch_size: int) -> dict:
+                        batch_size: int, window_seconds: float) -> dict:
   """Audio-visual correspondence of `rows` under the model's current weights
-  (evaluation/correspondence.py), plus the unit-embedding distances for the figure."""
-  source = loader_lib.source_from_records(shards_dir, rows)
+  (evaluation/correspondence.py), plus the unit-embedding distances for the figure.
+  `window_seconds`: the spectrogram window (config.audio.segment_seconds)."""
+  source = loader_lib.source_from_records(shards_dir, rows, window_seconds)
   audio, video = inference.embeddings(model, state, source, mesh, batch_size)
   labels = np.array([r["label_id"] for r in rows])
   clips = np.array([r["utt"] for r in rows])
@@ -321,7 +325,7 @@ def evaluate(config, parts: Parts, workdir: Path, mesh) -> dict:
     pretrained = inference.restore(model, mesh, workdir, batch_shapes, phase="pretrain",
                                    prefer_best=False)
     m = pretraining_metrics(model, pretrained, _shards_dir(workdir), parts.test, mesh,
-                            config.eval.batch_size)
+                            config.eval.batch_size, config.audio.segment_seconds)
     distances = m.pop("_distances")
     result["pretraining"] = m
     _warn_if_collapsed(m, "test")

@@ -459,3 +459,14 @@ def test_profile_steps_write_a_trace_and_metrics_reach_tensorboard(tmp_path, cor
 
 if __name__ == "__main__":
   worker(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+
+
+def test_sources_carry_each_segments_span_when_asked(corpus):
+  directory, records = corpus
+  records = [dict(r, start=10.0, end=10.0 + seconds) for r, seconds in
+             zip(records, [3.0, 1.5, 4.0, 0.75] * len(records))]
+  source = loader_lib.source_from_records(directory, records, window_seconds=3.0)
+  batch = source.read_batch(np.arange(4))
+  np.testing.assert_allclose(batch["span"], [1.0, 0.5, 1.0, 0.25])   # at most the window
+  assert "span" not in loader_lib.source_from_records(directory, records).read_batch([0])
+  assert repr(source) != repr(loader_lib.source_from_records(directory, records))

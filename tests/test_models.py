@@ -337,3 +337,46 @@ def test_plain_batch_norm_off_cpu_matches_the_fused_cpu_forms(window):
   for got, want in zip(jax.grad(loss(plain), argnums=(0, 1, 2))(x, scale, bias),
                        jax.grad(loss(fused), argnums=(0, 1, 2))(x, scale, bias)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sync_embeddings_keep_time_and_leave_fine_tuning_alone():
+  """sync_dim: the contrastive embeddings are per-time-step features of the first conv blocks
+  (tiny: 4 frames, no temporal pooling there -> 4 steps x 3), centred over time; the classifier
+  outputs are those of the same weights without it."""
+  config = models.default_model_config("hybrid", "tiny")
+  batch = _random_batch(config)
+  plain = models.get_model(config)
+  config.sync_dim = 3
+  synced = models.get_model(config)
+  variables = synced.init(jax.random.key(0), batch, train=False)
+  params = variables["params"]
+  # audio: first block 8 x 12 x 4 -> 12 steps of 32 -> 3; video: 4 x 6 x 8 x 2 per frame -> 3.
+  assert params["audio_sync"]["kernel"].shape == (8 * 4, 3)
+  assert params["video_sync"]["kernel"].shape == (6 * 8 * 2, 3)
+  out = synced.apply(variables, batch, train=False)
+  for key in ("audio_embedding", "video_embedding"):
+    steps = np.asarray(out[key]).reshape(len(batch["audio"]), 4, 3)
+    np.testing.assert_allclose(steps.mean(axis=1), 0.0, atol=1e-6)
+    assert np.abs(steps).max() > 1e-4
+  without = {k: v for k, v in params.items() if not k.endswith("_sync")}
+  reference = plain.apply({**variables, "params": without}, batch, train=False)
+  for key in ("logits", "audio_logits", "video_logits"):
+    np.testing.assert_allclose(out[key], reference[key], atol=1e-6)
+
+
+def test_sync_embeddings_read_only_the_audio_a_short_segment_fills():
+  """With span 1/2 the audio embedding reads the first half of the spectrogram's window (video
+  steps at 1/8, 3/8, 5/8, 7/8 of the segment = 1/16 ... 7/16 of the window): what the padded
+  second half holds does not reach it, while with span 1 it does."""
+  config = models.default_model_config("hybrid", "tiny")
+  config.sync_dim = 3
+  model = models.get_model(config)
+  batch = _random_batch(config)
+  variables = model.init(jax.random.key(0), batch, train=False)
+  tail = {**batch, "audio": batch["audio"].copy()}
+  tail["audio"][:, :, 14:] = -1.0   # 24 columns; the last step read at span 1/2 sees up to ~12
+  for span, same in ((0.5, True), (1.0, False)):
+    spans = np.full(len(batch["audio"]), span, np.float32)
+    a, b = (np.asarray(model.apply(variables, {**x, "span": spans}, train=False)
+                       ["audio_embedding"]) for x in (batch, tail))
+    assert np.allclose(a, b, atol=1e-6) == same, span

@@ -27,19 +27,25 @@ class SegmentSource:
 
   `rows` are (shard, row) pairs and may repeat (oversampled training sets); `labels` and `clips`
   are the rows' class ids and clip ids (equal for the segments and the copies of one clip, so
-  contrastive pairing never takes them for negatives of each other). Shards are memory mapped
-  lazily per process; the source pickles without its open maps, so Grain workers reopen.
+  contrastive pairing never takes them for negatives of each other); `spans`, when given, the
+  fraction of its spectrogram's window that each segment fills (a short last segment is padded
+  to the window, while its frames spread over the segment itself), batched as "span". Shards are
+  memory mapped lazily per process; the source pickles without its open maps, so Grain workers
+  reopen.
   """
 
   def __init__(self, directory: Path, rows: Sequence[tuple[int, int]], labels: Sequence[int],
-               clips: Sequence[int]):
+               clips: Sequence[int], spans: Sequence[float] | None = None):
     self._directory = Path(directory)
     self._rows = np.asarray(rows, np.int64).reshape(-1, 2)
     self._labels = np.asarray(labels, np.int32)
     self._clips = np.asarray(clips, np.int32)
-    if not len(self._rows) == len(self._labels) == len(self._clips):
-      raise ValueError(f"{directory}: {len(self._rows)} rows, {len(self._labels)} labels and "
-                       f"{len(self._clips)} clip ids")
+    self._spans = None if spans is None else np.asarray(spans, np.float32)
+    if not (len(self._rows) == len(self._labels) == len(self._clips)
+            == len(self._clips if self._spans is None else self._spans)):
+      raise ValueError(f"{directory}: {len(self._rows)} rows, {len(self._labels)} labels, "
+                       f"{len(self._clips)} clip ids and "
+                       f"{'no' if self._spans is None else len(self._spans)} spans")
     self._maps: dict[int, dict[str, np.ndarray]] = {}
     self._lock = threading.Lock()
 
@@ -50,7 +56,8 @@ class SegmentSource:
     # Grain saves repr(source) with an iterator's position and restores the position only into
     # a source of equal repr: name the rows, labels and clips, not the object's address.
     digest = hashlib.blake2b(digest_size=8)
-    for array in (self._rows, self._labels, self._clips):
+    for array in (self._rows, self._labels, self._clips,
+                  *(() if self._spans is None else (self._spans,))):
       digest.update(np.ascontiguousarray(array).tobytes())
     return f"SegmentSource({len(self)} rows, {digest.hexdigest()})"
 
@@ -76,8 +83,11 @@ class SegmentSource:
         video = np.empty((len(indices), *arrays["video"].shape[1:]), arrays["video"].dtype)
       audio[where] = arrays["audio"][rows[where, 1]]
       video[where] = arrays["video"][rows[where, 1]]
-    return {"audio": audio, "video": video, "label": self._labels[indices],
-            "clip": self._clips[indices], "weight": np.ones(len(indices), np.float32)}
+    batch = {"audio": audio, "video": video, "label": self._labels[indices],
+             "clip": self._clips[indices], "weight": np.ones(len(indices), np.float32)}
+    if self._spans is not None:
+      batch["span"] = self._spans[indices]
+    return batch
 
   def __getstate__(self):
     return {**self.__dict__, "_maps": {}, "_lock": None}
@@ -87,12 +97,17 @@ class SegmentSource:
     self._lock = threading.Lock()
 
 
-def source_from_records(directory: Path, records: Sequence[dict]) -> SegmentSource:
-  """The rows of `records` (shard records); clip ids number their utterances ("utt")."""
+def source_from_records(directory: Path, records: Sequence[dict],
+                        window_seconds: float | None = None) -> SegmentSource:
+  """The rows of `records` (shard records); clip ids number their utterances ("utt"). With
+  `window_seconds` (the spectrogram window, config.audio.segment_seconds) batches carry each
+  segment's "span", (end - start) / window_seconds, at most 1."""
   clip_ids: dict[str, int] = {}
   clips = [clip_ids.setdefault(r["utt"], len(clip_ids)) for r in records]
+  spans = None if window_seconds is None else [
+      min(1.0, (r["end"] - r["start"]) / window_seconds) for r in records]
   return SegmentSource(directory, [(r["shard"], r["row"]) for r in records],
-                       [r["label_id"] for r in records], clips)
+                       [r["label_id"] for r in records], clips, spans)
 
 
 class _TrainBatches:

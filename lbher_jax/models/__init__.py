@@ -58,6 +58,10 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     projection_dim: hybrid only: 0 = the contrastive loss compares the streams' last hidden
       layers (the paper); > 0 = it compares a linear projection of each (no ReLU) of this width,
       used only by pre-training.
+    sync_dim: hybrid only: > 0 = the contrastive loss compares time-keeping embeddings instead
+      (each stream's first conv block, sync_dim features per video time step, mean over time
+      removed), so that pre-training must learn when voice and face move together; used only
+      by pre-training.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"unknown model name {name!r}; expected one of {MODEL_NAMES}")
@@ -70,6 +74,7 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.dtype = "float32"
   config.detach_joint = False
   config.projection_dim = 0
+  config.sync_dim = 0
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -99,7 +104,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
       detach_joint=c.detach_joint,
-      projection_dim=c.projection_dim)
+      projection_dim=c.projection_dim, sync_dim=c.sync_dim)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 
 

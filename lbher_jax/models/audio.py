@@ -105,14 +105,17 @@ class AudioStream(nn.Module):
   embed_dim: int
   dropout: float
   dtype: Any = jnp.float32
+  first_map: bool = False  # also return the first conv block's map [B, F/2, T/2, C] (timing)
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, *, train: bool,
-               mask: jax.Array | None = None) -> jax.Array:
+               mask: jax.Array | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     x = spectrogram.astype(self.dtype)[..., None]
+    first = None
     for features in self.convs:
       x = nn.Conv(features, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
       x = norm_relu_pool(x, (2, 2), train=train, mask=mask, dtype=self.dtype)
+      first = x if first is None else first
     if self.rnn_cell is None:
       x = x.mean(axis=(1, 2))
     else:
@@ -122,7 +125,8 @@ class AudioStream(nn.Module):
       cell = RNN_CELLS[self.rnn_cell](self.rnn_hidden, dtype=jnp.float32)
       x = nn.RNN(cell)(x.astype(jnp.float32))[:, -1]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.relu(nn.Dense(self.embed_dim, dtype=self.dtype)(x))
+    x = nn.relu(nn.Dense(self.embed_dim, dtype=self.dtype)(x))
+    return (x, first) if self.first_map else x
 
 
 class AudioModel(nn.Module):

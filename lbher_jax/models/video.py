@@ -65,20 +65,23 @@ class VideoStream(nn.Module):
   embed_dim: int
   dropout: float
   dtype: Any = jnp.float32
+  first_map: bool = False  # also return the first conv block's map [B, S', H', W', C] (timing)
 
   @nn.compact
   def __call__(self, frames: jax.Array, *, train: bool,
-               mask: jax.Array | None = None) -> jax.Array:
+               mask: jax.Array | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     x = frames.astype(self.dtype) / 127.5 - 1.0
+    first = None
     for i, features in enumerate(self.convs):
       x = Conv3D(features, use_bias=False, dtype=self.dtype)(x)
       pool = self.pools[i] if i < len(self.pools) else None
       x = norm_relu_pool(x, pool, train=train, mask=mask, dtype=self.dtype)
+      first = x if first is None else first
     x = x.reshape(x.shape[0], -1)
     for features in (self.hidden, self.embed_dim):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(nn.Dense(features, dtype=self.dtype)(x))
-    return x
+    return (x, first) if self.first_map else x
 
 
 class VideoModel(nn.Module):
