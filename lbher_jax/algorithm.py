@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lbher_jax import LABELS, datasets, files, inference, provenance
+from lbher_jax import LABELS, answering_output, datasets, files, inference, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
@@ -258,8 +258,8 @@ def from_streams_used(probs: np.ndarray, heads: dict[str, np.ndarray],
   model has one."""
   out = probs.copy()
   for k, u in enumerate(used):
-    if len(u) == 1 and f"{u[0]}_probs" in heads:
-      out[k] = heads[f"{u[0]}_probs"][k]
+    if (name := answering_output(u, heads)) != "probs":
+      out[k] = heads[name][k]
   return out
 
 

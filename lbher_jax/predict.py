@@ -24,12 +24,11 @@ from typing import TypeVar
 import numpy as np
 import tqdm
 
-from lbher_jax import LABELS, files, media
+from lbher_jax import LABELS, STREAMS, answering_output, files, media
 from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
 CHUNK_SEGMENTS = 10
-STREAMS = ("audio", "video")
 T = TypeVar("T")
 
 
@@ -45,10 +44,6 @@ class Classifier:
 
   streams: tuple[str, ...]
   heads: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-  def head_for(self, used: tuple[str, ...]) -> str:
-    """The output that answers from the streams `used` (a non-empty subset of `streams`)."""
-    return "probs" if used == self.streams else f"{used[0]}_probs"
 
 
 def chunk_spectrograms(info: media.MediaInfo, part: list[tuple[float, float]],
@@ -137,7 +132,7 @@ def predict_video(path: Path, classifier: Classifier, audio_params: audio_featur
       segment = {"start": round(a, 3), "end": round(b, 3), "label": None, "probabilities": None,
                  "modalities": list(used)}
       if used:
-        p = np.asarray(heads[classifier.head_for(used)][k])
+        p = np.asarray(heads[answering_output(used, heads)][k])
         segment.update(label=LABELS[int(p.argmax())],
                        probabilities={l: float(x) for l, x in zip(LABELS, p)})
       segments.append(segment)
