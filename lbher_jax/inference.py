@@ -81,6 +81,36 @@ def load_classifier(config, workdir: Path, batch_size: int
   return classify
 
 
+def load_sync_scorer(config, workdir: Path, batch_size: int
+                     ) -> Callable[[dict[str, np.ndarray]], np.ndarray] | None:
+  """How well each row's face goes with its voice, by the time-keeping embeddings of WORKDIR's
+  pre-trained model (`model.sync_dim` > 0): a function {"audio", "video", "span"} -> [n] distances
+  between the unit embeddings (lower: the mouth moves with the voice), for up to `batch_size`
+  rows. None when the model has no such embeddings or was not pre-trained. The pre-trained
+  weights are used because fine-tuning trains the first conv blocks for emotion alone."""
+  if not config.model.get("sync_dim", 0):
+    return None
+  model = get_model(config.model)
+  mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
+  shapes = {k: x.shape for k, x in example_batch(config).items()}
+  try:
+    state = restore(model, mesh, Path(workdir), shapes, prefer_best=False, phase="pretrain")
+  except ckpt_lib.CheckpointError:
+    return None
+  embed = compile_embedding_step(model, mesh)
+
+  def score(batch: dict[str, np.ndarray]) -> np.ndarray:
+    n = len(batch["audio"])
+    padded = {k: np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])
+              for k, x in batch.items()}
+    out = embed(state, mesh_lib.to_global(padded, mesh))
+    unit = lambda e: e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    a, v = (unit(np.asarray(out[k], np.float64)[:n]) for k in ("audio_embedding",
+                                                              "video_embedding"))
+    return np.linalg.norm(a - v, axis=1)
+  return score
+
+
 def predict_heads(model, state, source: loader_lib.SegmentSource, mesh, batch_size: int,
                   eval_step: Callable | None = None) -> dict[str, np.ndarray]:
   """Class probabilities [len(source), 4] of every example of `source`, in order, from each

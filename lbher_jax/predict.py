@@ -7,8 +7,10 @@ second). The model reaches this module as a `Classifier`; it knows no JAX itself
 
 Each segment uses the streams the model reads that are there: a file without an audio track is
 recognised from the faces, an audio file from the voice, and a segment where the detector finds no
-face from the voice alone (a two-stream model's own per-stream output layers). The file is
-processed a chunk of segments at a time, so memory stays flat whatever its length.
+face from the voice alone (a two-stream model's own per-stream output layers). When several faces
+are in view and the model has time-keeping embeddings (`model.sync_dim`), each segment reads the
+face whose mouth moves with the voice: the active speaker. The file is processed a chunk of
+segments at a time, so memory stays flat whatever its length.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
 CHUNK_SEGMENTS = 10
+MAX_FACES = 4   # face candidates per file for the active speaker
 T = TypeVar("T")
 
 
@@ -40,10 +43,13 @@ class Classifier:
   "video": [n, S, H, W, 3]} (the streams it reads; n <= CHUNK_SEGMENTS) and returns class
   probabilities [n, 4] of its output, "probs", and for a two-stream model also "audio_probs" and
   "video_probs", each from a stream's own output layer, which does not read the other stream.
+  `sync(batch)`, where the model has one, takes {"audio", "video", "span"} and returns [n]
+  distances between each row's voice and face (lower: the mouth moves with the voice).
   """
 
   streams: tuple[str, ...]
   heads: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+  sync: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
 
 def chunk_spectrograms(info: media.MediaInfo, part: list[tuple[float, float]],
@@ -75,15 +81,26 @@ class Chunk:
   batch: dict[str, np.ndarray]
   used: list[tuple[str, ...]]   # per segment, in STREAMS order; () = nothing to recognise from
   faces: np.ndarray | None      # per segment, fraction of examined frames with a face (haar only)
+  boxes: list                   # per segment, the (x, y, w, h) of the face read, or None
+
+
+def active_speaker(spectrograms: np.ndarray, crops: np.ndarray, spans: np.ndarray,
+                   sync: Callable[[dict[str, np.ndarray]], np.ndarray]) -> np.ndarray:
+  """Per segment, the index of the face candidate (crops [K, segments, frames, H, W, 3]) whose frames go
+  best with the segment's audio (the lowest `sync` distance)."""
+  distances = np.stack([sync({"audio": spectrograms, "video": c, "span": spans}) for c in crops])
+  return distances.argmin(axis=0)
 
 
 def segment_inputs(info: media.MediaInfo, streams: tuple[str, ...],
                    audio_params: audio_features.AudioParams,
                    video_params: video_features.VideoParams, *, seed: int = 0,
-                   chunk: int = CHUNK_SEGMENTS):
+                   chunk: int = CHUNK_SEGMENTS,
+                   sync: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None):
   """Yields a `Chunk` per `chunk` segments, holding an input for each of `streams` (zeros where
   the file lacks that stream) and, per segment, which of them it holds: video where the detector
-  found a face in the segment, or everywhere when no detector runs."""
+  found a face in the segment, or everywhere when no detector runs. With `sync` and several
+  faces in view, each segment's video is the face that `active_speaker` picks."""
   bounds = audio_features.segment_bounds(info.duration, audio_params)
   rng = np.random.default_rng(seed)
   has = {"audio": info.has_audio and "audio" in streams,
@@ -91,20 +108,29 @@ def segment_inputs(info: media.MediaInfo, streams: tuple[str, ...],
   v = video_params
   for i in range(0, len(bounds), chunk):
     part = bounds[i:i + chunk]
-    batch, faces, seen = {}, None, np.ones(len(part), bool)
+    batch, faces, seen, boxes = {}, None, np.ones(len(part), bool), [None] * len(part)
     if has["audio"]:
       batch["audio"] = chunk_spectrograms(info, part, audio_params, rng)
     elif "audio" in streams:
       batch["audio"] = np.zeros((len(part), audio_params.height, audio_params.width), np.float32)
     if has["video"]:
-      batch["video"], found = video_features.segment_frames(info.path, part, None, v, info=info)
+      choose = sync is not None and has["audio"] and v.face_detector != "none"
+      found = video_features.segment_faces(info.path, part, None, v, info=info,
+                                           max_faces=MAX_FACES if choose else 1)
+      pick = np.zeros(len(part), int)
+      if len(found.boxes) > 1:
+        spans = np.array([min(1.0, (b - a) / audio_params.segment_seconds) for a, b in part],
+                         np.float32)
+        pick = active_speaker(batch["audio"], found.crops, spans, sync)
+      batch["video"] = found.crops[pick, np.arange(len(part))]
+      boxes = [found.boxes[k] for k in pick]
       if v.face_detector != "none":
-        faces, seen = found, found > 0
+        faces, seen = found.found, found.found > 0
     elif "video" in streams:
       batch["video"] = np.zeros((len(part), v.frames_per_segment, v.height, v.width, 3), np.uint8)
     used = [tuple(s for s in STREAMS if has[s] and (s == "audio" or seen[k]))
             for k in range(len(part))]
-    yield Chunk(part, batch, used, faces)
+    yield Chunk(part, batch, used, faces, boxes)
 
 
 def _one_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -123,14 +149,16 @@ def predict_video(path: Path, classifier: Classifier, audio_params: audio_featur
   path = Path(path)
   info = media.require_streams(path, classifier.streams)
   segments, faces = [], []
-  chunks = segment_inputs(info, classifier.streams, audio_params, video_params, seed=seed)
+  chunks = segment_inputs(info, classifier.streams, audio_params, video_params, seed=seed,
+                          sync=classifier.sync)
   for chunk in _one_ahead(chunks):
     heads = classifier.heads(chunk.batch) if any(chunk.used) else {}
     if chunk.faces is not None:
       faces.extend(chunk.faces)
-    for k, ((a, b), used) in enumerate(zip(chunk.bounds, chunk.used)):
+    for k, ((a, b), used, box) in enumerate(zip(chunk.bounds, chunk.used, chunk.boxes)):
       segment = {"start": round(a, 3), "end": round(b, 3), "label": None, "probabilities": None,
-                 "modalities": list(used)}
+                 "modalities": list(used),
+                 "face": [round(x) for x in box] if box and "video" in used else None}
       if used:
         p = np.asarray(heads[answering_output(used, heads)][k])
         segment.update(label=LABELS[int(p.argmax())],
@@ -193,7 +221,8 @@ def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bo
   from lbher_jax import inference  # pylint: disable=import-outside-toplevel
   from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
   classifier = Classifier(input_keys(config.model.name),
-                          inference.load_classifier(config, Path(workdir), CHUNK_SEGMENTS))
+                          inference.load_classifier(config, Path(workdir), CHUNK_SEGMENTS),
+                          inference.load_sync_scorer(config, Path(workdir), CHUNK_SEGMENTS))
   return predict_files(paths, classifier, audio_features.AudioParams(**config.audio.to_dict()),
                        video_features.VideoParams(**config.video.to_dict()),
                        seed=config.data.noise_seed, output=output,

@@ -82,6 +82,7 @@ def test_a_video_without_audio_is_recognised_from_the_faces(media_files):
   seen = []
   result = predict.predict_video(media_files["mute"], fake(AV, seen), AUDIO, VIDEO)
   assert [s["modalities"] for s in result["segments"]] == [["video"]] * 3
+  assert [s["face"] for s in result["segments"]] == [None] * 3   # no detector: central crop
   assert {s["label"] for s in result["segments"]} == {"sad"} and result["label"] == "sad"
   assert result["modalities"] == ["video"]
   assert seen[0]["audio"] == 0.0 and seen[0]["video"] > 0    # zeros stand in for the voice
@@ -100,6 +101,8 @@ def test_segments_without_a_face_use_the_voice(media_files, bright_is_a_face):
   segments = result["segments"]
   assert [(s["start"], s["end"]) for s in segments] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
   assert [s["modalities"] for s in segments] == [["audio", "video"], ["audio"], ["audio"]]
+  # The box of the face read (the detector's, in the file's pixels); none where no face is read.
+  assert [s["face"] for s in segments] == [[0, 0, 8, 8], None, None]
   assert [s["label"] for s in segments] == ["happy", "anger", "anger"]
   # Two frames of each segment examined: both bright in the first, both dark after.
   assert result["face_found_fraction"] == pytest.approx(1 / 3, abs=1e-3)
