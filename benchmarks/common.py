@@ -1,5 +1,7 @@
-"""What every benchmark records about the machine it ran on."""
+"""What the benchmarks share: the machine they ran on, and configs with command-line overrides."""
 
+import ast
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -16,3 +18,19 @@ def machine() -> str:
   except OSError:
     pass
   return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def load_config(spec: str, overrides: list[str]):
+  """configs/NAME.py[:ARG] with KEY=VALUE overrides (VALUE a Python literal or a string); the
+  project root must be on sys.path."""
+  path, _, arg = spec.partition(":")
+  module = importlib.import_module("configs." + Path(path).stem)
+  config = module.get_config(arg or None)
+  for item in overrides:
+    key, _, text = item.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    config.update_from_flattened_dict({key: value})
+  return config

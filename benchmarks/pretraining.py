@@ -12,9 +12,7 @@ on the fold's test speakers and on the training clips. Choices are made on a dev
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
-import importlib
 import json
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine  # benchmarks/common.py (the script's own folder)
+from common import load_config, machine  # benchmarks/common.py (the script's own folder)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -31,21 +29,6 @@ from lbher_jax import algorithm, config_checks, inference  # noqa: E402
 from lbher_jax.data import loader  # noqa: E402
 from lbher_jax.models import get_model  # noqa: E402
 from lbher_jax.train import mesh as mesh_lib  # noqa: E402
-
-
-def load_config(spec: str, overrides: list[str]):
-  """configs/NAME.py[:ARG] with KEY=VALUE overrides (VALUE a Python literal or a string)."""
-  path, _, arg = spec.partition(":")
-  module = importlib.import_module("configs." + Path(path).stem)
-  config = module.get_config(arg or None)
-  for item in overrides:
-    key, _, text = item.partition("=")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    config.update_from_flattened_dict({key: value})
-  return config
 
 
 def main(argv=None) -> dict:

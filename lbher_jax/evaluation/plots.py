@@ -241,6 +241,30 @@ def plot_sweep(summary: Mapping[str, Mapping[str, Any]], path: str | Path) -> No
   _save(fig, path)
 
 
+def plot_label_efficiency(curves: Mapping[str, Mapping[float, Mapping[str, Any]]],
+                          path: str | Path, metric: str = "unweighted accuracy") -> None:
+  """One curve per arm: {ARM: {FRACTION: {"mean", "ci95"}}}, the metric against the fraction
+  of training labels (log axis), each point with its 95 % interval."""
+  fig = _figure((6.0, 4.0))
+  ax = fig.subplots()
+  for i, (arm, points) in enumerate(curves.items()):
+    fractions = sorted(points)
+    means = [points[f]["mean"] for f in fractions]
+    shift = 1.0 + 0.03 * (i - (len(curves) - 1) / 2)   # side by side, so the bars do not hide
+    ax.errorbar([f * shift for f in fractions], means, fmt="o-", capsize=3, label=arm,
+                yerr=_error_bars(means, [points[f]["ci95"] for f in fractions]))
+  fractions = sorted({f for points in curves.values() for f in points})
+  ax.set_xscale("log")
+  ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
+  ax.minorticks_off()
+  ax.set_xlabel("training clips with labels")
+  ax.set_ylabel(f"{metric}, mean over seeds, 95 % interval")
+  ax.set_ylim(0.0, 1.05)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  _save(fig, path)
+
+
 def plot_timeline(prediction: Mapping[str, Any], path: str | Path) -> None:
   """Class probabilities of each segment as stacked bars over time, the segment's label above it,
   from a predict output dict (docs/ARCHITECTURE.md, "Predict output")."""
