@@ -258,7 +258,7 @@ def plot_label_efficiency(curves: Mapping[str, Mapping[float, Mapping[str, Any]]
   ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
   ax.minorticks_off()
   ax.set_xlabel("training clips with labels")
-  ax.set_ylabel(f"{metric}, mean over seeds, 95 % interval")
+  ax.set_ylabel(f"{metric}\n(mean over seeds, 95 % interval)")
   ax.set_ylim(0.0, 1.05)
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small")
