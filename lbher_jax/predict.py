@@ -31,7 +31,7 @@ from lbher_jax.features import audio as audio_features
 from lbher_jax.features import video as video_features
 
 CHUNK_SEGMENTS = 10
-MAX_FACES = 4   # face candidates per file for the active speaker
+MAX_FACES = 4   # face candidates per chunk for the active speaker
 T = TypeVar("T")
 
 
@@ -86,8 +86,8 @@ class Chunk:
 
 def active_speaker(spectrograms: np.ndarray, crops: np.ndarray, spans: np.ndarray,
                    sync: Callable[[dict[str, np.ndarray]], np.ndarray]) -> np.ndarray:
-  """Per segment, the index of the face candidate (crops [K, segments, frames, H, W, 3]) whose frames go
-  best with the segment's audio (the lowest `sync` distance)."""
+  """Per segment, the index of the face candidate (crops [K, segments, frames, H, W, 3]) whose
+  frames go best with the segment's audio (the lowest `sync` distance)."""
   distances = np.stack([sync({"audio": spectrograms, "video": c, "span": spans}) for c in crops])
   return distances.argmin(axis=0)
 
