@@ -105,8 +105,8 @@ def main(argv=None) -> dict:
       config = arm_config(args.config, args.set, arm, fraction, seeds)
       result = sweep.run(config, workdir / f"{arm}_{fraction:g}", command=command)
       values[arm][fraction] = seed_values(result)
-  out = {**table(values), "values": values, "metric": METRIC, "config": args.config, "overrides": args.set,
-         "seeds": seeds, "command": command, "seconds": round(time.perf_counter() - began, 1),
+  out = {**table(values), "values": values, "metric": METRIC, "config": args.config,
+         "overrides": args.set, "seeds": seeds, "command": command, "seconds": round(time.perf_counter() - began, 1),
          "machine": machine(), "date": datetime.date.today().isoformat()}
   (workdir / "label_efficiency.md").write_text(markdown(out, command))
   plots.plot_label_efficiency(
