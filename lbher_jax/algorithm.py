@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lbher_jax import LABELS, answering_output, datasets, files, inference, provenance
+from lbher_jax import LABELS, STREAMS, answering_output, datasets, files, inference, provenance
 from lbher_jax.data import loader as loader_lib
 from lbher_jax.data import preprocess as preprocess_lib
 from lbher_jax.data import splits as splits_lib
@@ -117,7 +117,13 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
       leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None,
       test_speakers=tuple(s.test_speakers))
   label = {u.id: u.label for u in usable}
-  pretrain_ids = train_ids = parts.train
+  # Training and validation read only clips that hold every stream the model reads (a stream a
+  # clip lacks is zeros, nothing to learn from); the test side keeps them all.
+  inputs = input_keys(config.model.name)
+  lacking = {u for u, held in zip((r["utt"] for r in records),
+                                  streams_used(records, inputs)) if held != inputs}
+  pretrain_ids = train_ids = [i for i in parts.train if i not in lacking]
+  val_ids = [i for i in parts.val if i not in lacking]
   if s.label_fraction < 1:
     # Semi-supervised: fine-tuning reads the labels of this stratified part of the training
     # clips only; pre-training sees them all, unlabeled and unbalanced.
@@ -133,7 +139,7 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
   for r in records:
     by_utt.setdefault(r["utt"], []).append(r)
   rows = lambda ids: [r for i in ids for r in by_utt[i]]
-  return Parts(rows(train_ids), rows(parts.val), rows(parts.test), parts.leaky,
+  return Parts(rows(train_ids), rows(val_ids), rows(parts.test), parts.leaky,
                rows(pretrain_ids))
 
 
@@ -194,9 +200,10 @@ CORRESPONDENCE_KEYS = ("auc_all", "auc_same_emotion", "top1_all", "top1_same_emo
 
 def pretraining_metrics(model, state, shards_dir: Path, rows: list[dict], mesh,
                         batch_size: int, window_seconds: float) -> dict:
-  """Audio-visual correspondence of `rows` under the model's current weights
-  (evaluation/correspondence.py), plus the unit-embedding distances for the figure.
-  `window_seconds`: the spectrogram window (config.audio.segment_seconds)."""
+  """Audio-visual correspondence of those of `rows` that hold both streams, under the model's
+  current weights (evaluation/correspondence.py), plus the unit-embedding distances for the
+  figure. `window_seconds`: the spectrogram window (config.audio.segment_seconds)."""
+  rows = [r for r, held in zip(rows, streams_used(rows, STREAMS)) if held == STREAMS]
   source = loader_lib.source_from_records(shards_dir, rows, window_seconds)
   audio, video = inference.embeddings(model, state, source, mesh, batch_size)
   labels = np.array([r["label_id"] for r in rows])
@@ -243,12 +250,13 @@ def clip_metrics(rows: list[dict], probs: np.ndarray) -> dict:
 
 
 def streams_used(rows: list[dict], streams: tuple[str, ...]) -> list[tuple[str, ...]]:
-  """The streams of `streams` that each test segment holds: every clip has audio
-  (preprocessing rejects clips without), video only a clip that has a video file. A clip whose
+  """The streams of `streams` that each segment holds (its record's `has_audio`, `has_video`;
+  shards written before `has_audio` existed hold only clips with audio). A clip whose
   frames the face detector found no face in keeps its video: on face photographs that fill the
   frame the Haar detector misses 56 of the 306 ravdess_fer_av segments, and the fixed crop there
   is still the face (predict, on arbitrary video, does drop such segments to the voice)."""
-  return [tuple(s for s in streams if s == "audio" or r["has_video"]) for r in rows]
+  held = lambda r, s: r.get("has_audio", True) if s == "audio" else r["has_video"]
+  return [tuple(s for s in streams if held(r, s)) for r in rows]
 
 
 def from_streams_used(probs: np.ndarray, heads: dict[str, np.ndarray],

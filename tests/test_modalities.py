@@ -217,17 +217,19 @@ def test_real_face_then_a_dark_screen(ravdess_fer_av, tmp_path):
   assert used[1:] == [["audio"]] * (len(used) - 1)
 
 
-def test_evaluation_judges_a_clip_without_video_by_the_voice():
-  rows = [{"utt": "a", "has_video": True}, {"utt": "b", "has_video": False},
-          {"utt": "b", "has_video": False}]
-  assert algorithm.streams_used(rows, AV) == [AV, ("audio",), ("audio",)]
-  assert algorithm.streams_used(rows, ("video",)) == [("video",), (), ()]
-  assert algorithm.streams_used(rows, ("audio",)) == [("audio",)] * 3
-  probs = np.full((3, 4), 0.25, np.float32)
-  heads = {"audio_probs": np.eye(4, dtype=np.float32)[[1, 1, 2]],
-           "video_probs": np.eye(4, dtype=np.float32)[[3, 3, 3]]}
+def test_evaluation_judges_a_clip_by_the_stream_it_holds():
+  rows = [{"utt": "a", "has_audio": True, "has_video": True},
+          {"utt": "b", "has_audio": True, "has_video": False},
+          {"utt": "b", "has_audio": True, "has_video": False},
+          {"utt": "c", "has_audio": False, "has_video": True}]
+  assert algorithm.streams_used(rows, AV) == [AV, ("audio",), ("audio",), ("video",)]
+  assert algorithm.streams_used(rows, ("video",)) == [("video",), (), (), ("video",)]
+  assert algorithm.streams_used(rows, ("audio",)) == [("audio",)] * 3 + [()]
+  probs = np.full((4, 4), 0.25, np.float32)
+  heads = {"audio_probs": np.eye(4, dtype=np.float32)[[1, 1, 2, 2]],
+           "video_probs": np.eye(4, dtype=np.float32)[[3, 3, 3, 0]]}
   got = algorithm.from_streams_used(probs, heads, algorithm.streams_used(rows, AV))
-  np.testing.assert_array_equal(got, [[.25] * 4, [0, 1, 0, 0], [0, 0, 1, 0]])
+  np.testing.assert_array_equal(got, [[.25] * 4, [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]])
   np.testing.assert_array_equal(probs, 0.25)                      # the input is left alone
   # A single-stream model has no stream layers: its output stands.
-  np.testing.assert_array_equal(algorithm.from_streams_used(probs, {}, [("audio",)] * 3), probs)
+  np.testing.assert_array_equal(algorithm.from_streams_used(probs, {}, [("audio",)] * 4), probs)

@@ -98,8 +98,9 @@ def corpus(tmp_path_factory) -> dict:
   (d / "truncated.mp4").write_bytes(whole[:len(whole) // 2])  # index (moov) at the end: lost
   fast = clip(d.parent / "fast.mp4", extra=["-movflags", "+faststart"]).read_bytes()
   (d / "truncated fast.mp4").write_bytes(fast[:len(fast) // 2])  # index first, data cut
-  clip(d / "no audio.mp4", audio=None)
-  clip(d / "audio only.m4a", video=False)
+  # One stream only: kept, the other stream zeros (the manifest names both as its video).
+  good["no_audio"] = (clip(d / "no audio.mp4", audio=None), 2)
+  good["audio_only"] = (clip(d / "audio only.m4a", video=False), 2)
   clip(d / "silent.mp4", audio="anullsrc=r=16000:cl=mono")
   float_wav(d / "nan.wav", np.nan)
   ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=1", "-i",
@@ -110,8 +111,6 @@ def corpus(tmp_path_factory) -> dict:
       "text": (d / "text.mp4", "not a readable media file"),
       "truncated": (d / "truncated.mp4", "not a readable media file"),
       "truncated_fast": (d / "truncated fast.mp4", "truncated file"),
-      "no_audio": (d / "no audio.mp4", "no audio stream"),
-      "audio_only": (d / "audio only.m4a", "no video stream"),
       "silent": (d / "silent.mp4", "audio is silent"),
       "nan": (d / "nan.wav", "non-finite samples"),
       "inf": (d / "inf audio.mkv", "non-finite samples"),
@@ -170,7 +169,11 @@ def test_batch_keeps_every_good_file_and_shards_are_finite(corpus, preprocessed)
   by_utt = {r["utt"]: r for r in records}
   for utt in ("mono_8k", "stereo_96k", "surround_51", "rotated", "odd_size"):
     assert by_utt[utt]["media_seconds"] == pytest.approx(1.0, abs=0.05), utt
-  assert not by_utt["audio_utterance"]["has_video"] and by_utt["vfr"]["has_video"]
+  held = {u: (by_utt[u]["has_audio"], by_utt[u]["has_video"])
+          for u in ("audio_utterance", "audio_only", "no_audio", "vfr")}
+  assert held == {"audio_utterance": (True, False), "audio_only": (True, False),
+                  "no_audio": (False, True), "vfr": (True, True)}
+  assert by_utt["no_audio"]["media_seconds"] == pytest.approx(1.0, abs=0.05)
   for shard_id in range(preprocessed["index"]["num_shards"]):
     arrays = shards.open_arrays(out, shard_id)
     assert np.isfinite(arrays["audio"]).all()
@@ -285,8 +288,8 @@ def test_predict_bad_file_exits_with_one_line(corpus, tmp_path, name, problem):
   assert not (tmp_path / "work" / "checkpoints").exists()   # failed before loading any model
 
 
-@pytest.mark.parametrize("kind, name", [("good", "non_ascii"), ("bad", "no_audio"),
-                                        ("bad", "audio_only")])
+@pytest.mark.parametrize("kind, name", [("good", "non_ascii"), ("good", "no_audio"),
+                                        ("good", "audio_only")])
 def test_predict_without_checkpoint_exits_with_one_line(corpus, tmp_path, kind, name):
   # A file with one of the two streams is predictable: it gets as far as loading the model.
   proc = run_predict(str(corpus[kind][name][0]), tmp_path / "work")

@@ -241,14 +241,42 @@ def test_labeled_subset_is_stratified_seeded_and_nested_in_the_ids():
     splits.labeled_subset(ids, labels, 0.0)
 
 
+def records_of(utts, lacking: dict[str, str] | None = None) -> list[dict]:
+  """One row record per utterance, holding both streams unless `lacking` names one (id -> stream)."""
+  lacking = lacking or {}
+  return [{"utt": u.id, "label_id": LABELS.index(u.label), "label": u.label,
+           "speaker": u.speaker, "has_audio": lacking.get(u.id) != "audio",
+           "has_video": lacking.get(u.id) != "video"} for u in utts]
+
+
+def test_training_reads_only_clips_holding_every_stream_of_the_model():
+  from configs import demo as demo_config  # pylint: disable=import-outside-toplevel
+  from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
+  c = demo_config.get_config("tiny")
+  c.split.val_fraction = 0.25
+  utts = [Utterance(id=f"s{s}_{e}_{k}", video=Path("x.mp4"), audio=None, start=None, end=None,
+                    label=e, speaker=f"s{s}") for s in range(6) for e in LABELS for k in range(4)]
+  lacking = {u.id: ("audio", "video")[int(u.id[-1]) % 2] for u in utts if u.id[-1] in "12"}
+  records = records_of(utts, lacking)
+  both = algorithm.split(c, utts, records_of(utts), 0)
+  for model, kept in (("hybrid", set()), ("cnn_rnn", {"video"}), ("video3d", {"audio"})):
+    c.model.name = model
+    parts = algorithm.split(c, utts, records, 0)
+    for side in (parts.train, parts.val, parts.pretrain):
+      assert side and {lacking.get(r["utt"]) for r in side} <= {None, *kept}, model
+    assert [r["utt"] for r in parts.test] == [r["utt"] for r in both.test]   # all tested
+  assert {r["utt"] for r in parts.test} & set(lacking)
+  assert collections.Counter(r["label"] for r in parts.train).most_common()[-1][1] == \
+      collections.Counter(r["label"] for r in parts.train).most_common()[0][1]   # balanced after
+
+
 def test_label_fraction_limits_fine_tuning_not_pre_training():
   from configs import demo as demo_config  # pylint: disable=import-outside-toplevel
   from lbher_jax import algorithm  # pylint: disable=import-outside-toplevel
   c = demo_config.get_config("tiny")
   utts = [Utterance(id=f"s{s}_{e}_{k}", video=None, audio=Path("x.wav"), start=None, end=None,
                     label=e, speaker=f"s{s}") for s in range(6) for e in LABELS for k in range(5)]
-  records = [{"utt": u.id, "label_id": LABELS.index(u.label), "label": u.label,
-              "speaker": u.speaker} for u in utts]
+  records = records_of(utts)
   full = algorithm.split(c, utts, records, 0)
   c.split.label_fraction = 0.2
   part = algorithm.split(c, utts, records, 0)
@@ -268,8 +296,7 @@ def test_split_speakers_keep_the_others_out_of_every_fold():
   utts = [Utterance(id=f"a{a}_{e}_{k}", video=None, audio=Path("x.wav"), start=None, end=None,
                     label=e, speaker=f"Actor_{a:02d}")
           for a in range(1, 19) for e in LABELS for k in range(2)]
-  records = [{"utt": u.id, "label_id": LABELS.index(u.label), "label": u.label,
-              "speaker": u.speaker} for u in utts]
+  records = records_of(utts)
   dev = algorithm.taking_part(c, utts)
   assert {u.speaker for u in dev} == {f"Actor_{a:02d}" for a in range(1, 15)}
   assert splits.num_folds_for(dev, "speaker", c.split.num_folds) == 7

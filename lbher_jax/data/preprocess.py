@@ -54,29 +54,28 @@ def utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
 def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarray, list[dict]]:
   """One utterance -> (spectrograms [n, F, T], frames [n, S, H, W, 3], n row records).
 
+  A stream the utterance lacks is zeros, as in predict, with `has_audio` / `has_video` false in
+  its records: an audio file has no frames, a video file without an audio track no spectrogram.
   Raises media.MediaError (its message names the file) when the utterance cannot be used.
   """
   source = utt.audio or utt.video
-  wave, info = media.decode_audio_and_probe(source, settings.audio.sample_rate,
-                                            *utt.audio_window())
-  if wave.size == 0:
-    raise media.MediaError(source, "no audio samples in the requested window")
-  if not np.isfinite(wave).all():
-    raise media.MediaError(source, "audio has non-finite samples (NaN or Inf)")
-  if np.max(np.abs(wave)) < 1e-6:
-    raise media.MediaError(source, "audio is silent")
-  duration = wave.size / settings.audio.sample_rate
+  window = utt.audio_window()
+  wave, info = media.decode_audio_and_probe(source, settings.audio.sample_rate, *window,
+                                            require_audio=utt.audio is not None)
+  video = utt.video if utt.video != source or info.has_video else None
+  if wave is not None:
+    spec, duration = _spectrograms(wave, source, utt.id, settings)
+  else:
+    duration = _window_seconds(info, *window, source)
   bounds = audio_features.segment_bounds(duration, settings.audio)
-  spec = audio_features.spectrogram_segments(wave, settings.audio, utterance_rng(settings.seed,
-                                                                                 utt.id))
-  if not np.isfinite(spec).all():
-    raise media.MediaError(source, "spectrogram has non-finite values")
+  if wave is None:
+    spec = np.zeros((len(bounds), settings.audio.height, settings.audio.width), np.float32)
   offset = utt.start or 0.0   # where the audio's time 0 is on the video's clock
-  if utt.video is not None:
+  if video is not None:
     # A chunk of segments at a time, so a long video never has all its frames decoded at once.
     parts = [video_features.segment_frames(
-        utt.video, [(offset + a, offset + b) for a, b in bounds[i:i + FRAME_CHUNK]], utt.side,
-        settings.video, info=info if utt.video == source else None)
+        video, [(offset + a, offset + b) for a, b in bounds[i:i + FRAME_CHUNK]], utt.side,
+        settings.video, info=info if video == source else None)
         for i in range(0, len(bounds), FRAME_CHUNK)]
     frames = np.concatenate([f for f, _ in parts])
     face = np.concatenate([fractions for _, fractions in parts]).mean()
@@ -88,10 +87,36 @@ def featurize(utt: Utterance, settings: Settings) -> tuple[np.ndarray, np.ndarra
       "id": f"{utt.id}#{k}", "utt": utt.id, "label": utt.label, "label_id": LABEL_TO_ID[utt.label],
       "speaker": utt.speaker, "session": utt.session, "segment": k, "num_segments": len(bounds),
       "start": offset + a, "end": offset + b, "source": str(utt.video or utt.audio),
-      "has_video": utt.video is not None, "face_fraction": round(float(face), 3),
-      "media_seconds": round(duration, 3),
+      "has_audio": wave is not None, "has_video": video is not None,
+      "face_fraction": round(float(face), 3), "media_seconds": round(duration, 3),
   } for k, (a, b) in enumerate(bounds)]
   return spec, frames, records
+
+
+def _spectrograms(wave: np.ndarray, source: Path, utt_id: str,
+                  settings: Settings) -> tuple[np.ndarray, float]:
+  """(segment spectrograms, seconds) of a decoded wave; MediaError for one nothing can be
+  learnt from."""
+  if wave.size == 0:
+    raise media.MediaError(source, "no audio samples in the requested window")
+  if not np.isfinite(wave).all():
+    raise media.MediaError(source, "audio has non-finite samples (NaN or Inf)")
+  if np.max(np.abs(wave)) < 1e-6:
+    raise media.MediaError(source, "audio is silent")
+  spec = audio_features.spectrogram_segments(wave, settings.audio,
+                                             utterance_rng(settings.seed, utt_id))
+  if not np.isfinite(spec).all():
+    raise media.MediaError(source, "spectrogram has non-finite values")
+  return spec, wave.size / settings.audio.sample_rate
+
+
+def _window_seconds(info: media.MediaInfo, start: float | None, end: float | None,
+                    source: Path) -> float:
+  """Length of [start, end) within a file of info.duration seconds."""
+  seconds = min(info.duration, end if end is not None else np.inf) - (start or 0.0)
+  if seconds <= 0:
+    raise media.MediaError(source, "no video in the requested window")
+  return float(seconds)
 
 
 def _process_shard(task: tuple[int, list[Utterance], Settings, str]) -> dict:
