@@ -38,11 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       frames_per_segment=20, height=60, width=100, face_detector="haar"))
   # Training batches only, inside the jitted step (fields of train.augment.AugmentParams):
   # spectrograms as in the paper (§3.3). Face-frame jitter (frames_flip / frames_shift, e.g.
-  # True / 0.06) and SpecAugment's masks (spec_masks > 0) are ours and off here: the paper
-  # augments audio only, by crop and rotation (:fer_av turns the jitter on).
+  # True / 0.06) is ours and off here: the paper augments audio only (:fer_av turns it on).
   c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0,
-      spec_masks=0, spec_mask_fraction=0.15))
+      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0))
 
   c.split = ml_collections.ConfigDict()
   c.split.protocol = "speaker"     # speaker (speaker-independent folds) | random (paper)

@@ -76,32 +76,6 @@ def test_draws_follow_the_stated_distributions():
   assert not off.flip.any() and not off.dy.any() and not off.dx.any()
 
 
-def test_masks_follow_the_stated_distribution_and_leave_the_other_draws_alone():
-  params = augment.AugmentParams(spec_masks=2, spec_mask_fraction=0.25)
-  d = jax.tree.map(np.asarray, jax.vmap(lambda k: augment.draw(k, params, (30, 50), (F, T)))(
-      jax.random.split(jax.random.key(0), 2000)))
-  assert d.masks.shape == (2000, 2, 2, 2)
-  for axis, size in enumerate((F, T)):
-    start, width = d.masks[:, axis, :, 0], d.masks[:, axis, :, 1]
-    assert set(np.unique(width)) == set(range(int(0.25 * size) + 1))
-    assert start.min() == 0 and (start + width).max() == size and (start + width <= size).all()
-  plain = _draws(augment.AugmentParams(), n=2000)
-  for field in ("rows", "angle", "flip", "dy", "dx"):
-    np.testing.assert_array_equal(getattr(d, field), getattr(plain, field))
-
-
-def test_mask_silences_the_chosen_rows_and_columns():
-  spec = np.arange(5 * 6, dtype=np.float32).reshape(5, 6) - 3
-  masks = np.array([[[1, 2], [4, 0]], [[3, 1], [5, 1]]], np.int32)  # rows 1-2; columns 3 and 5
-  out = np.asarray(jax.jit(augment.mask)(jnp.asarray(spec), jnp.asarray(masks)))
-  want = spec.copy()
-  want[1:3] = -3
-  want[:, [3, 5]] = -3
-  np.testing.assert_array_equal(out, want)
-  none = np.zeros((2, 0, 2), np.int32)
-  np.testing.assert_array_equal(np.asarray(augment.mask(jnp.asarray(spec), none)), spec)
-
-
 def _batch(n=6, seed=0):
   rng = np.random.default_rng(seed)
   return {"audio": rng.uniform(-1, 1, (n, F, T)).astype(np.float32),
@@ -128,12 +102,6 @@ def test_batch_is_seeded_per_example_and_disabled_is_identity():
     np.testing.assert_array_equal(a["video"][i], video)
   off = augment.augment_batch(batch, jax.random.key(7), augment.AugmentParams(enabled=False))
   assert off is batch
-  masked = augment.AugmentParams(spec_masks=2)
-  out = jax.jit(lambda b, k: augment.augment_batch(b, k, masked))(batch, jax.random.key(7))
-  for i in (0, 5):
-    d = augment.draw(keys[i], masked, (6, 8), (F, T))
-    audio, _ = augment.apply(batch["audio"][i], batch["video"][i], d, masked.crop_top)
-    np.testing.assert_allclose(out["audio"][i], audio, atol=1e-5)
 
 
 def test_never_flips_time():

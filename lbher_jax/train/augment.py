@@ -5,8 +5,7 @@ The host only reads and batches shards; each example draws its own transformatio
 split off the step's key, so a run is deterministic given its seed and resumes exactly.
 
 Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
-would play the utterance backwards), and optionally SpecAugment's masks (Park et al., 2019:
-frequency bands and time spans set to silence; not in the paper). Face frames (not in the paper, which augments audio only)
+would play the utterance backwards). Face frames (not in the paper, which augments audio only)
 can get a mirror image and a small shift, the same for every frame of a segment so that its
 motion is kept.
 """
@@ -34,10 +33,6 @@ class AugmentParams:
   # Face-frame jitter, off by default (configs/ravdess.py:fer_av turns both on).
   frames_flip: bool = False  # mirror a segment's faces with probability 1/2
   frames_shift: float = 0.0  # shift faces by up to this fraction of the height / width
-  # SpecAugment, off by default: this many frequency bands and this many time spans, each up to
-  # spec_mask_fraction of the rows / columns wide, set to the spectrogram's minimum (silence).
-  spec_masks: int = 0
-  spec_mask_fraction: float = 0.15
 
 
 @functools.lru_cache(maxsize=8)
@@ -102,27 +97,10 @@ class Draw(NamedTuple):
   flip: jax.Array    # mirror the faces: probability 1/2 when frames_flip
   dy: jax.Array      # face shift in pixels, uniform in +-round(frames_shift x height)
   dx: jax.Array      # ... and +-round(frames_shift x width)
-  masks: jax.Array   # int32 [2, spec_masks, 2]: (start, width) of each frequency band / time span
 
 
-def draw_masks(key: jax.Array, count: int, fraction: float,
-               sizes: tuple[int, int]) -> jax.Array:
-  """int32 [2, count, 2]: per axis (frequency rows, time columns) of a spectrogram of `sizes`,
-  `count` masks (start, width): width uniform in 0..floor(fraction x size), start uniform over
-  the positions where the mask fits."""
-  out = []
-  for k, size in zip(jax.random.split(key, 2), sizes):
-    k_width, k_start = jax.random.split(k)
-    width = jax.random.randint(k_width, (count,), 0, int(fraction * size) + 1)
-    start = jnp.floor(jax.random.uniform(k_start, (count,)) * (size - width + 1))
-    out.append(jnp.stack([start.astype(jnp.int32), width], axis=-1))
-  return jnp.stack(out)
-
-
-def draw(key: jax.Array, params: AugmentParams, frame_size: tuple[int, int],
-         spec_size: tuple[int, int] = (0, 0)) -> Draw:
-  """The transformation of one example (the distributions of the paper's host version), for
-  face frames of `frame_size` and spectrograms of `spec_size` (rows, columns: for the masks)."""
+def draw(key: jax.Array, params: AugmentParams, frame_size: tuple[int, int]) -> Draw:
+  """The transformation of one example (the distributions of the paper's host version)."""
   k_rows, k_angle, k_flip, k_dy, k_dx = jax.random.split(key, 5)
   h, w = frame_size
   max_dy, max_dx = round(params.frames_shift * h), round(params.frames_shift * w)
@@ -131,29 +109,14 @@ def draw(key: jax.Array, params: AugmentParams, frame_size: tuple[int, int],
               * params.max_rotate_deg,
               flip=jnp.logical_and(params.frames_flip, jax.random.bernoulli(k_flip)),
               dy=jax.random.randint(k_dy, (), -max_dy, max_dy + 1),
-              dx=jax.random.randint(k_dx, (), -max_dx, max_dx + 1),
-              # a key of its own, so that turning the masks on leaves the other draws as they were
-              masks=draw_masks(jax.random.fold_in(key, 1), params.spec_masks,
-                               params.spec_mask_fraction, spec_size))
-
-
-def mask(spec: jax.Array, masks: jax.Array) -> jax.Array:
-  """A [F, T] spectrogram with the frequency rows and time columns under `masks` ([2, n, 2]
-  (start, width), see draw_masks) set to its minimum."""
-  def covered(axis_masks, size):
-    i = jnp.arange(size)[:, None]
-    start, width = axis_masks[:, 0], axis_masks[:, 1]
-    return ((i >= start) & (i < start + width)).any(axis=-1)
-  f, t = spec.shape
-  hidden = covered(masks[0], f)[:, None] | covered(masks[1], t)[None, :]
-  return jnp.where(hidden, jnp.min(spec), spec)
+              dx=jax.random.randint(k_dx, (), -max_dx, max_dx + 1))
 
 
 def apply(audio: jax.Array, video: jax.Array, d: Draw,
           crop_top: int) -> tuple[jax.Array, jax.Array]:
   """One example's (spectrogram [F, T], frames [S, H, W, C]) transformed by `d`."""
   stretch = jnp.asarray(stretch_matrices(audio.shape[0], crop_top))
-  audio = mask(crop_rotate(audio, d.rows, d.angle, stretch), d.masks).astype(audio.dtype)
+  audio = crop_rotate(audio, d.rows, d.angle, stretch).astype(audio.dtype)
   return audio, shift_flip(video, d.flip, d.dy, d.dx)
 
 
@@ -164,7 +127,7 @@ def augment_batch(batch: dict[str, jax.Array], key: jax.Array,
   if not params.enabled:
     return batch
   keys = jax.random.split(key, batch["audio"].shape[0])
-  frame_size, spec_size = batch["video"].shape[2:4], batch["audio"].shape[1:3]
-  one = lambda a, v, k: apply(a, v, draw(k, params, frame_size, spec_size), params.crop_top)
+  frame_size = batch["video"].shape[2:4]
+  one = lambda a, v, k: apply(a, v, draw(k, params, frame_size), params.crop_top)
   audio, video = jax.vmap(one)(batch["audio"], batch["video"], keys)
   return {**batch, "audio": audio, "video": video}
