@@ -102,6 +102,8 @@ def corpus(tmp_path_factory) -> dict:
   good["no_audio"] = (clip(d / "no audio.mp4", audio=None), 2)
   good["audio_only"] = (clip(d / "audio only.m4a", video=False), 2)
   clip(d / "silent.mp4", audio="anullsrc=r=16000:cl=mono")
+  (d.parent / "words.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+  ffmpeg("-i", d.parent / "words.srt", d / "subtitles only.mkv")
   float_wav(d / "nan.wav", np.nan)
   ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=1", "-i",
          float_wav(d.parent / "inf.wav", np.inf), "-c:v", "libx264", "-pix_fmt", "yuv444p",
@@ -112,6 +114,7 @@ def corpus(tmp_path_factory) -> dict:
       "truncated": (d / "truncated.mp4", "not a readable media file"),
       "truncated_fast": (d / "truncated fast.mp4", "truncated file"),
       "silent": (d / "silent.mp4", "audio is silent"),
+      "subtitles": (d / "subtitles only.mkv", "no decodable audio or video stream"),
       "nan": (d / "nan.wav", "non-finite samples"),
       "inf": (d / "inf audio.mkv", "non-finite samples"),
   }
