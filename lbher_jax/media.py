@@ -222,11 +222,7 @@ def decode_audio(path, sample_rate: int, start: float | None = None,
   Channels are averaged (ffmpeg's own downmix would add correlated stereo channels 3 dB louder,
   which would shift the fixed dB scale of the spectrograms).
   """
-  path = _check_file(path)
-  wave, _ = _decode_audio(path, sample_rate, start, end)
-  if wave is None:
-    raise MediaError(path, "no audio stream")
-  return wave
+  return _decode_audio(_check_file(path), sample_rate, start, end)[0]
 
 
 def decode_audio_and_probe(path, sample_rate: int, start: float | None = None,
@@ -238,20 +234,21 @@ def decode_audio_and_probe(path, sample_rate: int, start: float | None = None,
   `require_audio` (a video-only clip, judged by its faces).
   """
   path = _check_file(path)
-  wave, stderr = _decode_audio(path, sample_rate, start, end)
-  if wave is None and require_audio:
-    raise MediaError(path, "no audio stream")
+  wave, stderr = _decode_audio(path, sample_rate, start, end, require_audio=require_audio)
   return wave, _with_duration(_parse_probe(stderr, path))
 
 
-def _decode_audio(path: Path, sample_rate: int, start: float | None,
-                  end: float | None) -> tuple[np.ndarray | None, str]:
-  """(mono wave, ffmpeg's stderr); the wave is None when the file has no audio stream."""
+def _decode_audio(path: Path, sample_rate: int, start: float | None, end: float | None, *,
+                  require_audio: bool = True) -> tuple[np.ndarray | None, str]:
+  """(mono wave, ffmpeg's stderr); a file without an audio stream raises MediaError, or gives
+  a None wave when not `require_audio`."""
   returncode, stdout, stderr = _ffmpeg(
       path, ["-nostats", *_DECODE_THREADS, *_window_args(start, end), "-i", _input(path),
              "-map", "0:a:0", "-ar", str(int(sample_rate)), "-f", "f32le", "pipe:1"], stdout=True)
   if returncode != 0:
     if "Input #0" in stderr and "matches no streams" in stderr:
+      if require_audio:
+        raise MediaError(path, "no audio stream")
       return None, stderr
     raise MediaError(path, _ffmpeg_problem(stderr, path))
   if any(sign in stderr for sign in _TRUNCATED):
