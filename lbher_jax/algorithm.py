@@ -180,18 +180,26 @@ def train(config, parts: Parts, workdir: Path, mesh, *, phases=("pretrain", "fin
   elif pretrains:
     logging.warning("finetune: no finished pre-training in %s; starting from random weights",
                     workdir)
-  val_source = loader_lib.source_from_records(shards_dir, parts.val) if parts.val else None
-  validate = None
-  if val_source is not None:
-    eval_step = inference.compile_eval_step(model, mesh)
-    def validate(state):
-      probs = inference.predict(model, state, val_source, mesh, config.eval.batch_size, eval_step)
-      m = clip_metrics(parts.val, probs)
-      return {"val_accuracy": m["accuracy"], "val_unweighted_accuracy": m["unweighted_accuracy"]}
+  validate = _validator(model, mesh, shards_dir, parts.val, config.eval.batch_size)
   return loop.run_phase(
       phase=_phase("finetune", config.train), model=model, mesh=mesh, source=source,
       augment_params=augment_params, workdir=workdir, seed=config.seed, validate=validate,
       init_variables=variables, loader_workers=config.data.loader_workers)
+
+
+def _validator(model, mesh, shards_dir: Path, val: list[dict], batch_size: int):
+  """state -> the validation clips' accuracy and UA, for choosing the best checkpoint; None
+  without validation clips."""
+  if not val:
+    return None
+  source = loader_lib.source_from_records(shards_dir, val)
+  eval_step = inference.compile_eval_step(model, mesh)
+
+  def validate(state) -> dict[str, float]:
+    probs = inference.predict(model, state, source, mesh, batch_size, eval_step)
+    m = clip_metrics(val, probs)
+    return {"val_accuracy": m["accuracy"], "val_unweighted_accuracy": m["unweighted_accuracy"]}
+  return validate
 
 
 CORRESPONDENCE_KEYS = ("auc_all", "auc_same_emotion", "top1_all", "top1_same_emotion",
