@@ -229,3 +229,22 @@ def test_damaged_shard_is_detected_and_redone(finished, tmp_path, kind, caplog):
   assert index["rows"] == 6 and index["rejected"] == 0
   if named:
     assert f"{named}:" in caplog.text and "redoing that shard" in caplog.text
+
+
+def test_shards_of_other_settings_are_refused_and_a_later_setting_reads_as_its_default(tmp_path):
+  settings = preprocess_lib.Settings(AudioParams(sample_rate=8000), VideoParams())
+  fingerprint = {"settings": settings.fingerprint(), "corpus": "demo"}
+  preprocess_lib._check_fingerprint(tmp_path, fingerprint)          # written
+  preprocess_lib._check_fingerprint(tmp_path, fingerprint)          # the same: accepted
+  other = preprocess_lib.Settings(AudioParams(sample_rate=16000), VideoParams())
+  with pytest.raises(preprocess_lib.PreprocessError, match="other settings"):
+    preprocess_lib._check_fingerprint(tmp_path, {"settings": other.fingerprint(), "corpus": "demo"})
+  # Shards made before `frequency_scale` existed were made on the linear scale.
+  path = tmp_path / preprocess_lib.FINGERPRINT
+  old = json.loads(path.read_text())
+  del old["settings"]["audio"]["frequency_scale"]
+  path.write_text(json.dumps(old))
+  preprocess_lib._check_fingerprint(tmp_path, fingerprint)
+  mel = preprocess_lib.Settings(AudioParams(sample_rate=8000, frequency_scale="mel"), VideoParams())
+  with pytest.raises(preprocess_lib.PreprocessError, match="other settings"):
+    preprocess_lib._check_fingerprint(tmp_path, {"settings": mel.fingerprint(), "corpus": "demo"})

@@ -152,10 +152,20 @@ def plan(utterances: list[Utterance], per_shard: int) -> list[list[Utterance]]:
   return [ordered[i:i + per_shard] for i in range(0, len(ordered), per_shard)]
 
 
+def _with_defaults(fingerprint: dict) -> dict:
+  """A fingerprint with every feature setting it lacks at its default: a setting added after the
+  shards were made has, at its default, the behaviour they were made with."""
+  settings = fingerprint.get("settings", {})
+  for key, params in (("audio", audio_features.AudioParams), ("video", video_features.VideoParams)):
+    if isinstance(settings.get(key), dict):
+      settings[key] = {**dataclasses.asdict(params()), **settings[key]}
+  return fingerprint
+
+
 def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
   path = out_dir / FINGERPRINT
   if path.exists():
-    existing = json.loads(path.read_text())
+    existing = _with_defaults(json.loads(path.read_text()))
     if existing != fingerprint:
       raise PreprocessError(
           f"{out_dir} holds shards made with other settings or another corpus; use a new "
