@@ -164,45 +164,6 @@ def test_loss_decreases_on_a_fixed_batch(phase, host_state, host_batch):
     assert history[-1]["accuracy"] == 1.0
 
 
-def test_mixup_mixes_rows_with_a_permutation(host_batch):
-  batch = jax.tree.map(jnp.asarray, host_batch)
-  mixed, partner, lam = steps.mixup(batch, jax.random.key(3), 0.4)
-  assert sorted(np.asarray(partner)) == list(range(BATCH))
-  lam = np.asarray(lam)
-  assert np.all((lam >= 0) & (lam <= 1)) and lam.std() > 0   # one lam per row
-  for key in ("audio", "video"):
-    x = np.asarray(host_batch[key], np.float32)
-    shape = (BATCH,) + (1,) * (x.ndim - 1)
-    want = lam.reshape(shape) * x + (1 - lam.reshape(shape)) * x[np.asarray(partner)]
-    np.testing.assert_allclose(mixed[key], want, rtol=1e-5, atol=1e-4)
-  # The padding row (7) and the row mixed with it count for nothing.
-  weight = host_batch["weight"]
-  np.testing.assert_array_equal(mixed["weight"], weight * weight[np.asarray(partner)])
-  np.testing.assert_array_equal(mixed["label"], host_batch["label"])
-  again, _, _ = steps.mixup(batch, jax.random.key(3), 0.4)
-  np.testing.assert_array_equal(again["audio"], mixed["audio"])   # a function of the key
-
-
-def test_mixup_step_trains_and_agrees_on_one_and_four_devices(host_state, host_batch):
-  """The permutation is drawn over the global batch: the same step on 1 or 4 devices."""
-  states, metrics = [], []
-  for n in (1, 4):
-    mesh = _mesh(n)
-    step = steps.jit_train_step(steps.make_train_step(MODEL, "finetune", aux_weight=0.5,
-                                                      mixup_alpha=0.4), mesh)
-    state = jax.device_put(host_state, mesh_lib.replicated(mesh))
-    new, m = step.lower(state, mesh_lib.to_global(host_batch, mesh)).compile(
-      compiler_options=FAST)(state, mesh_lib.to_global(host_batch, mesh))
-    states.append(jax.device_get(new))
-    metrics.append(jax.device_get(m))
-  assert metrics[0]["finite"]
-  np.testing.assert_allclose(metrics[1]["loss"], metrics[0]["loss"], rtol=1e-5)
-  _, (plain,) = _run("finetune", 1, host_state, host_batch)
-  assert abs(float(plain["loss"]) - float(metrics[0]["loss"])) > 1e-3   # mixup changes the loss
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               states[1].params, states[0].params)
-
-
 def test_pretrain_needs_both_streams(host_batch):
   model = models.get_model(models.default_model_config("cnn_rnn", "tiny"))
   spec = SPEC

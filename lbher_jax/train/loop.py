@@ -63,7 +63,6 @@ class PhaseConfig:
   margin: float = 1.0
   pair_proportions: tuple[float, float, float] = (0.5, 0.25, 0.25)
   aux_weight: float = 0.0    # fine-tuning: weight of each stream's own cross-entropy (hybrid)
-  mixup_alpha: float = 0.0   # fine-tuning: mixup's Beta(alpha, alpha) (0 = off)
   loss: str = "margin"       # pre-training: "margin" (Eq. 2) or "infonce" (batch-wise)
   temperature: float = 0.1   # pre-training with "infonce"
   use_labels: bool = True    # pre-training: hard / super-hard negatives by emotion label; False:
@@ -112,8 +111,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   step_fn = steps_lib.jit_train_step(
       steps_lib.make_train_step(model, phase.name, margin=phase.margin,
                                 pair_proportions=phase.pair_proportions,
-                                aux_weight=phase.aux_weight, mixup_alpha=phase.mixup_alpha,
-                                contrastive_loss=phase.loss,
+                                aux_weight=phase.aux_weight, contrastive_loss=phase.loss,
                                 temperature=phase.temperature, use_labels=phase.use_labels,
                                 augment_params=augment_params),
       mesh)

@@ -26,17 +26,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> j
   return weighted_mean(losses, weights)
 
 
-def mixed_cross_entropy(logits: jax.Array, labels: jax.Array, partner_labels: jax.Array,
-                        lam: jax.Array, weights: jax.Array) -> jax.Array:
-  """Mixup's loss: per row lam x Eq. 1 against its label + (1 - lam) x against its partner's."""
-  labels = jnp.where(weights > 0, labels, 0)
-  partner_labels = jnp.where(weights > 0, partner_labels, 0)
-  logits = logits.astype(jnp.float32)
-  own = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  other = optax.softmax_cross_entropy_with_integer_labels(logits, partner_labels)
-  return weighted_mean(lam * own + (1.0 - lam) * other, weights)
-
-
 def embedding_distance(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Row-wise (||a - b||_2, ||a - b||_2^2); the norm's gradient is 0 (not NaN) where a == b."""
   squared = jnp.sum(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)), axis=-1)

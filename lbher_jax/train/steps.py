@@ -41,31 +41,9 @@ CONTRASTIVE_LOSSES = ("margin", "infonce")
 _AUGMENT_STREAM = 1  # folded into the step's key: augmentation draws apart from dropout's
 
 
-def mixup(batch: Batch, key: jax.Array, alpha: float) -> tuple[Batch, jax.Array, jax.Array]:
-  """Mixup (Zhang et al. 2018), not in the paper: each row becomes lam x itself + (1 - lam) x a
-  partner row of a random permutation of the batch, audio and faces alike, with its own lam drawn
-  from Beta(alpha, alpha). Returns (mixed batch, partner index [B], lam [B]); a row mixed with a
-  padding row gets weight 0. The video comes back as float (still on the 0-255 scale)."""
-  k_perm, k_lam = jax.random.split(key)
-  n = batch["weight"].shape[0]
-  partner = jax.random.permutation(k_perm, n)
-  lam = jax.random.beta(k_lam, alpha, alpha, (n,))
-
-  def mix(x):
-    lam_x = lam.reshape((n,) + (1,) * (x.ndim - 1))
-    x = x.astype(jnp.float32)
-    return lam_x * x + (1.0 - lam_x) * x[partner]
-
-  mixed = {**batch, "audio": mix(batch["audio"]).astype(batch["audio"].dtype),
-           "video": mix(batch["video"]),
-           "weight": batch["weight"] * batch["weight"][partner]}
-  return mixed, partner, lam
-
-
 def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
                     pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
-                    aux_weight: float = 0.0, mixup_alpha: float = 0.0,
-                    contrastive_loss: str = "margin",
+                    aux_weight: float = 0.0, contrastive_loss: str = "margin",
                     temperature: float = 0.1, use_labels: bool = True,
                     augment_params: augment.AugmentParams | None = None) -> TrainStep:
   """Returns step(state, batch) -> (state, metrics) for `phase`.
@@ -74,8 +52,7 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
   of its own derived from the step's.
 
   "finetune": cross-entropy (Eq. 1) on the logits, plus `aux_weight` times the cross-entropy
-  of each stream's own logits where the model has them (hybrid); with `mixup_alpha` > 0, on
-  mixup batches (`mixup`). "pretrain": contrastive loss (Eq. 2) between
+  of each stream's own logits where the model has them (hybrid). "pretrain": contrastive loss (Eq. 2) between
   each clip's audio embedding and the video embedding of the partner drawn by
   losses.make_pairs (needs a model with both streams, i.e. hybrid; without `use_labels` the
   pairs ignore the emotion labels, so a hard-negative draw has no partner and counts
@@ -94,21 +71,14 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
 
   def loss_fn(params, state, batch, rng):
     dropout_rng, pair_rng = jax.random.split(rng)
-    if phase == "finetune" and mixup_alpha > 0:
-      batch, partner, lam = mixup(batch, pair_rng, mixup_alpha)
     out, updates = model.apply(_variables(state, params), batch, train=True,
                                rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     weights = batch["weight"]
     if phase == "finetune":
-      def ce(logits):
-        if mixup_alpha <= 0:
-          return losses.cross_entropy(logits, batch["label"], weights)
-        return losses.mixed_cross_entropy(logits, batch["label"], batch["label"][partner], lam,
-                                          weights)
-      loss = ce(out["logits"])
+      loss = losses.cross_entropy(out["logits"], batch["label"], weights)
       for key in ("audio_logits", "video_logits"):
         if aux_weight and key in out:
-          loss += aux_weight * ce(out[key])
+          loss += aux_weight * losses.cross_entropy(out[key], batch["label"], weights)
       correct = jnp.argmax(out["logits"], axis=-1) == batch["label"]
       aux = {"accuracy": losses.weighted_mean(correct, weights)}
     else:
