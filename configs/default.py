@@ -32,8 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.audio = ml_collections.ConfigDict(dict(
       sample_rate=44100, segment_seconds=3.0, mode="segments", min_last_segment=1.0,
       bandpass_low=1.0, bandpass_high=30000.0, pad="noise", pad_snr=1.0, denoise=True,
-      n_fft=2048, hop_length=512, db_limit=60.0, top_crop=0.6, frequency_scale="linear",
-      height=200, width=300))
+      n_fft=2048, hop_length=512, db_limit=60.0, top_crop=0.6, height=200, width=300))
   # Paper §3.4; fields are those of features.video.VideoParams.
   c.video = ml_collections.ConfigDict(dict(
       frames_per_segment=20, height=60, width=100, face_detector="haar"))

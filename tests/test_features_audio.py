@@ -200,51 +200,6 @@ def test_row_zero_is_lowest_frequency_and_top_is_cropped():
   assert high[0].max() < low[0].max() - 0.5
 
 
-def test_mel_scale_by_hand():
-  np.testing.assert_allclose(audio.hz_to_mel(700.0), 2595 * np.log10(2))
-  np.testing.assert_allclose(audio.mel_to_hz(audio.hz_to_mel([0.0, 440.0, 8000.0])),
-                             [0.0, 440.0, 8000.0])
-
-
-def test_mel_filterbank_triangles():
-  bin_hz, n_bins, n_mels = 16000 / 512, 257, 64
-  bank = audio.mel_filterbank(n_bins, bin_hz, n_mels)
-  assert bank.shape == (n_mels, n_bins) and bank.min() >= 0 and bank.max() <= 1
-  assert np.all(bank.sum(axis=1) > 0)                      # no empty band
-  peaks = bank.argmax(axis=1)
-  assert np.all(np.diff(peaks) >= 0)                       # row 0 = lowest frequency
-  # The centres, equally spaced in mel from 0 Hz to the top bin (8 kHz), are where each band
-  # peaks (to within a bin).
-  centres = audio.mel_to_hz(np.linspace(0, audio.hz_to_mel(8000.0), n_mels + 2))[1:-1]
-  np.testing.assert_allclose(peaks * bin_hz, centres, atol=bin_hz / 2 + 1e-9)
-  # Neighbouring triangles cross fade: between the first and last centre they sum to 1.
-  inside = (np.arange(n_bins) * bin_hz >= centres[0]) & (np.arange(n_bins) * bin_hz <= centres[-1])
-  np.testing.assert_allclose(bank.sum(axis=0)[inside], 1.0, atol=1e-5)
-  np.testing.assert_allclose(bank[:, [0, -1]], 0.0, atol=1e-6)   # 0 Hz and 8 kHz are edges
-
-
-def test_mel_spectrogram_keeps_the_absolute_scale_and_finds_the_tone():
-  # A tone at the bin where band 20 peaks lands in row 20 and reads the absolute dB of its power
-  # in that band's triangle; silence is still exactly -1.
-  params = audio.AudioParams(sample_rate=SR, n_fft=512, hop_length=128, height=40, width=30,
-                             top_crop=0.0, denoise=False, pad="zeros", frequency_scale="mel")
-  bin_hz = SR / 512
-  bank = audio.mel_filterbank(257, bin_hz, 40)
-  band = 20
-  k = int(bank[band].argmax())
-  x = tone(k * bin_hz, 3.0, 0.1)
-  spec = audio.spectrogram_segments(x, params, np.random.default_rng(0))[0]
-  assert int(np.argmax(spec.mean(axis=1))) == band
-  # A periodic Hann window spreads the tone into bins k +- 1 at half its magnitude (a quarter
-  # of its power): the band sums the three bins' power, each by its weight.
-  weight = bank[band, k] + (bank[band, k - 1] + bank[band, k + 1]) / 4
-  expected = 10 * np.log10(weight * (0.1 * 512 / 4) ** 2) / 60   # ~ 23.6 dB / 60 dB
-  assert np.median(spec[band, 4:-4]) == pytest.approx(expected, abs=0.01)
-  silent = audio.spectrogram_segments(np.zeros(3 * SR, np.float32), params,
-                                      np.random.default_rng(0))
-  assert np.all(silent == -1.0)
-
-
 def test_crop_top_and_resize():
   spec = np.arange(10.0)[:, None] * np.ones((1, 4))
   np.testing.assert_array_equal(audio.crop_top(spec, 0.6)[:, 0], [0, 1, 2, 3])
@@ -257,5 +212,3 @@ def test_params_are_validated():
     audio.AudioParams(mode="halves")
   with pytest.raises(ValueError, match="pad"):
     audio.AudioParams(pad="reflect")
-  with pytest.raises(ValueError, match="frequency_scale"):
-    audio.AudioParams(frequency_scale="bark")

@@ -239,12 +239,13 @@ def test_shards_of_other_settings_are_refused_and_a_later_setting_reads_as_its_d
   other = preprocess_lib.Settings(AudioParams(sample_rate=16000), VideoParams())
   with pytest.raises(preprocess_lib.PreprocessError, match="other settings"):
     preprocess_lib._check_fingerprint(tmp_path, {"settings": other.fingerprint(), "corpus": "demo"})
-  # Shards made before `frequency_scale` existed were made on the linear scale.
+  # Shards made before a setting existed (here, as if `denoise` had come later) were made with
+  # its default; another value of it is other settings.
   path = tmp_path / preprocess_lib.FINGERPRINT
   old = json.loads(path.read_text())
-  del old["settings"]["audio"]["frequency_scale"]
+  del old["settings"]["audio"]["denoise"]
   path.write_text(json.dumps(old))
   preprocess_lib._check_fingerprint(tmp_path, fingerprint)
-  mel = preprocess_lib.Settings(AudioParams(sample_rate=8000, frequency_scale="mel"), VideoParams())
+  raw = preprocess_lib.Settings(AudioParams(sample_rate=8000, denoise=False), VideoParams())
   with pytest.raises(preprocess_lib.PreprocessError, match="other settings"):
-    preprocess_lib._check_fingerprint(tmp_path, {"settings": mel.fingerprint(), "corpus": "demo"})
+    preprocess_lib._check_fingerprint(tmp_path, {"settings": raw.fingerprint(), "corpus": "demo"})

@@ -4,8 +4,6 @@ Per utterance: band-pass (1 Hz .. 30 kHz, clipped below Nyquist) -> 3-s segments
 utterance) -> pad short segments to 3 s with white noise at SNR 1 (or zeros) -> spectral gating
 (paper Figs. 9-11) -> power spectrogram in dB on one fixed absolute scale (+-60 dB, never normalised
 per clip) -> drop the top 60 % of the frequency axis -> resize to 200 x 300, values in [-1, 1].
-Optionally (not the paper) the frequency axis is a mel scale: the kept bins' power summed in
-`height` mel bands before the dB (`frequency_scale="mel"`).
 
 The dB scale is absolute: 10 log10 |X|^2 of an unnormalised, periodic-Hann STFT, so a sine of
 amplitude A at a bin centre reads 20 log10(A n_fft / 4) dB, and silence reads -db_limit.
@@ -51,18 +49,12 @@ class AudioParams:
   hop_length: int = 512
   db_limit: float = 60.0  # fixed dB scale for the whole corpus: clip to [-db_limit, +db_limit]
   top_crop: float = 0.6  # fraction of the frequency axis dropped from the top
-  # "linear" (the paper): STFT bins, averaged down to `height` rows. "mel": `height` mel bands
-  # (triangles on the HTK mel scale up to the top kept bin) summed in power before the dB.
-  frequency_scale: str = "linear"
   height: int = 200
   width: int = 300
 
   def __post_init__(self):
     if self.mode not in ("segments", "full"):
       raise ValueError(f"audio mode must be 'segments' or 'full', got {self.mode!r}")
-    if self.frequency_scale not in ("linear", "mel"):
-      raise ValueError("audio frequency_scale must be 'linear' or 'mel', got "
-                       f"{self.frequency_scale!r}")
     if self.pad not in ("noise", "zeros"):
       raise ValueError(f"audio pad must be 'noise' or 'zeros', got {self.pad!r}")
     if not 0.0 <= self.top_crop < 1.0:
@@ -303,29 +295,6 @@ def resize(spec: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.einsum("wk,hwk->hw", weights, spec[:, index]).astype(np.float32)
 
 
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-  """The HTK mel scale: 2595 log10(1 + f / 700)."""
-  return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-
-def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-  return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
-
-
-@functools.lru_cache(maxsize=16)
-def mel_filterbank(n_bins: int, bin_hz: float, n_mels: int) -> np.ndarray:
-  """float32 [n_mels, n_bins]: triangular filters of peak 1 over STFT bins k (at k x bin_hz),
-  their centres equally spaced in mel between 0 Hz and the top bin's frequency, each reaching
-  down to its neighbours' centres. Peak 1 (no area normalisation) keeps the absolute dB scale:
-  a tone at a band's centre reads what its bin reads."""
-  freqs = np.arange(n_bins) * bin_hz
-  edges = mel_to_hz(np.linspace(0.0, hz_to_mel(freqs[-1]), n_mels + 2))
-  low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-  rising = (freqs - low) / (centre - low)
-  falling = (high - freqs) / (high - centre)
-  return np.clip(np.minimum(rising, falling), 0.0, None).astype(np.float32)
-
-
 def spectrogram(wave: np.ndarray, params: AudioParams,
                 noise: np.ndarray | None = None) -> np.ndarray:
   """float32 [height, width] in [-1, 1] of one (already padded) segment; row 0 = lowest frequency.
@@ -335,14 +304,7 @@ def spectrogram(wave: np.ndarray, params: AudioParams,
   if params.denoise:
     wave = spectral_gate(wave, params.n_fft, params.hop_length, noise)
   spec = crop_top(stft(wave, params.n_fft, params.hop_length), params.top_crop)
-  if params.frequency_scale == "mel":
-    bank = mel_filterbank(spec.shape[0], params.sample_rate / params.n_fft, params.height)
-    with np.errstate(over="ignore"):
-      power = np.einsum("mf,ft->mt", bank, _power(spec))  # einsum: no BLAS threads
-    db = np.minimum(_db(power, -params.db_limit), params.db_limit)
-  else:
-    db = power_db(spec, params.db_limit)
-  scaled = resize(db / params.db_limit, params.height, params.width)
+  scaled = resize(power_db(spec, params.db_limit) / params.db_limit, params.height, params.width)
   return np.clip(scaled, np.float32(-1.0), np.float32(1.0))
 
 
