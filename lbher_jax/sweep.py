@@ -194,13 +194,74 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
       paired.append({"a": a, "b": b, "metric": k,
                      **stats.paired([units[a][s][k] for s in seeds],
                                     [units[b][s][k] for s in seeds])})
+  complete = {arm: sorted(by_seed) for arm, by_seed in units.items() if ":" not in arm}
   return {"runs": rows, "summary": summary, "paired": paired,
+          "ensembles": seed_ensembles(workdir, runs, complete, protocol_sweep),
           "methods": {"unit": "one seed's result, the confusion matrices of its folds summed "
                               "(every test clip once per seed)",
                       "interval": stats.INTERVAL_METHOD, "paired": stats.PAIRED_METHOD,
                       "layers": "ARM:audio / ARM:video: a two-stream model's own per-stream "
-                                "output layers, scored on the same clips"},
+                                "output layers, scored on the same clips",
+                      "ensemble": "each test clip's probabilities averaged over the seeds' "
+                                  "runs that tested it; interval of the ensemble minus its "
+                                  f"members' mean: {stats.BOOTSTRAP_METHOD}"},
           "planned_runs": len(runs), "finished_runs": len(rows)}
+
+
+def _read_predictions(path: Path) -> dict[str, tuple[str, int, np.ndarray]]:
+  """predictions.csv -> clip id -> (speaker, true class index, probabilities [classes])."""
+  with open(path, newline="") as f:
+    return {r["id"]: (r["speaker"], LABELS.index(r["true"]),
+                      np.array([float(r[f"p_{label}"]) for label in LABELS]))
+            for r in csv.DictReader(f)}
+
+
+def seed_ensembles(workdir: Path, runs: list[Run], complete: dict[str, list[int]],
+                   protocol_sweep: bool) -> dict:
+  """Per arm with at least 2 complete seeds: the seed ensemble, each test clip's probabilities
+  averaged over the seeds' runs (every one of which tested the clip without having trained on
+  its speaker), scored on the clips that every seed tested, against its members on the same
+  clips, with a speaker bootstrap interval of the difference in UA.
+
+  It estimates what averaging K trainings gives; predict reads one checkpoint, so a user
+  averages the K runs' predicted probabilities.
+  """
+  predictions: dict[tuple[str, int], dict] = {}
+  for r in runs:
+    arm = _arm(r, protocol_sweep)
+    path = r.directory(workdir) / "predictions.csv"
+    if r.seed in complete.get(arm, ()) and path.exists():
+      predictions.setdefault((arm, r.seed), {}).update(_read_predictions(path))
+  out = {}
+  for arm, seeds in complete.items():
+    seeds = [s for s in seeds if (arm, s) in predictions]
+    if len(seeds) < 2:
+      continue
+    ids = sorted(set.intersection(*(set(predictions[(arm, s)]) for s in seeds)))
+    if not ids:   # e.g. random splits whose test sets share no clip
+      continue
+    first = predictions[(arm, seeds[0])]
+    truth = np.array([first[i][1] for i in ids])
+    speakers = [first[i][0] for i in ids]
+    probs = np.stack([[predictions[(arm, s)][i][2] for i in ids] for s in seeds])
+    members, ensemble = probs.argmax(-1), probs.mean(0).argmax(-1)
+
+    def ua(pred: np.ndarray, idx: np.ndarray) -> float:
+      cm = metrics_lib.confusion_matrix(truth[idx], pred[idx], len(LABELS))
+      return metrics_lib.classification_metrics(cm, LABELS)["unweighted_accuracy"]
+
+    def gain(idx: np.ndarray) -> float:
+      return ua(ensemble, idx) - float(np.mean([ua(m, idx) for m in members]))
+
+    every = np.arange(len(ids))
+    scores = metrics_lib.classification_metrics(
+      metrics_lib.confusion_matrix(truth, ensemble, len(LABELS)), LABELS)
+    out[arm] = {"seeds": seeds, "clips": len(ids), "speakers": len(set(speakers)),
+                **{k: scores[k] for k in METRICS},
+                "members_unweighted_accuracy": [ua(m, every) for m in members],
+                "gain_unweighted_accuracy": {"mean_difference": gain(every),
+                                             "ci95": stats.grouped_bootstrap(gain, speakers)}}
+  return out
 
 
 def summary_markdown(result: dict) -> str:
@@ -221,6 +282,17 @@ def summary_markdown(result: dict) -> str:
             else f"{p['mean_difference']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]")
       pv = "–" if p["p_value"] is None else f"{p['p_value']:.3g}"
       lines.append(f"| {p['a']} | {p['b']} | {p['metric']} | {ci} | {pv} | {p['n']} |")
+  if result.get("ensembles"):
+    lines += ["", "Seed ensembles: each clip's probabilities averaged over the seeds' runs; "
+              "minus the members' mean UA on the same clips, with a speaker bootstrap interval:",
+              "", "| arm | seeds | clips | UA | members' UA | ensemble - members (UA) |",
+              "|---|---|---|---|---|---|"]
+    for arm, e in result["ensembles"].items():
+      g = e["gain_unweighted_accuracy"]
+      members = ", ".join(f"{u:.3f}" for u in e["members_unweighted_accuracy"])
+      lines.append(f"| {arm} | {','.join(map(str, e['seeds']))} | {e['clips']} | "
+                   f"{e['unweighted_accuracy']:.3f} | {members} | {g['mean_difference']:+.3f} "
+                   f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] |")
   return "\n".join(lines) + "\n"
 
 
@@ -231,7 +303,8 @@ def write_outputs(workdir: Path, result: dict, config: ml_collections.ConfigDict
   text = "\n".join([
       "# Sweep", "", f"Command: `{result['command']}`", "",
       f"{result['finished_runs']} of {result['planned_runs']} runs finished. Unit: {m['unit']}. "
-      f"Intervals: {m['interval']}. Paired: {m['paired']}. {m['layers']}.", "",
+      f"Intervals: {m['interval']}. Paired: {m['paired']}. {m['layers']}. Seed ensembles: "
+      f"{m['ensemble']}.", "",
       summary_markdown(result)])
   files.atomic_write_text(workdir / "sweep.md", text)
   buf = io.StringIO()

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from configs import demo as demo_config
 from configs import table2 as table2_config
 from lbher_jax import sweep
-from lbher_jax.evaluation import stats
+from lbher_jax.evaluation import report, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +91,54 @@ def test_stream_layers_of_a_two_stream_model_are_arms_of_their_own(tmp_path):
   (runs[-2].directory(tmp_path) / "results.json").unlink()
   assert result["summary"]["hybrid:audio"]["accuracy"]["n"] == 2
   assert sweep.collect(tmp_path, runs, config)["summary"]["hybrid:audio"]["accuracy"]["n"] == 1
+
+
+def test_grouped_bootstrap_resamples_whole_groups():
+  # Two speakers, one clip each, values 0 and 1: a resample holds both (mean 0.5, probability
+  # 1/2), only the first (0, 1/4) or only the second (1, 1/4); the percentile interval spans
+  # [0, 1]. A statistic that is the same for every resample has a zero-width interval.
+  values = np.array([0.0, 1.0])
+  assert stats.grouped_bootstrap(lambda i: values[i].mean(), ["a", "b"]) == [0.0, 1.0]
+  assert stats.grouped_bootstrap(lambda i: 0.25, ["a", "a", "b"]) == [0.25, 0.25]
+  # Clips of one speaker move together: 5 clips of 0 and 3 of 1 resample as two groups (means
+  # 0, 0.375 or 1), not as 8 clips, whose percentile interval would be far narrower.
+  many = np.array([0.0] * 5 + [1.0] * 3)
+  assert stats.grouped_bootstrap(lambda i: many[i].mean(), ["a"] * 5 + ["b"] * 3) == [0.0, 1.0]
+
+
+def test_seed_ensemble_averages_each_clips_probabilities_over_the_seeds(tmp_path):
+  """Two seeds, two folds each, four clips of four speakers; the folds differ between seeds.
+  Seed 0 misses clip 2, seed 1 clip 1; their mean gets all four right."""
+  probs = {  # seed -> clip -> probabilities over LABELS (happy, anger, sad, neutral)
+    0: [[.7, .1, .1, .1], [.1, .6, .2, .1], [.4, .1, .3, .2], [.1, .1, .1, .7]],
+    1: [[.6, .2, .1, .1], [.5, .3, .1, .1], [.1, .1, .8, .0], [.1, .1, .1, .7]]}
+  truth = ["happy", "anger", "sad", "neutral"]
+  folds = {0: ([0, 1], [2, 3]), 1: ([0, 2], [1, 3])}
+  runs = []
+  for seed, parts in folds.items():
+    for fold, clips in enumerate(parts):
+      run = sweep.Run("cnn_rnn", "config", seed, fold)
+      d = run.directory(tmp_path)
+      d.mkdir(parents=True)
+      (d / "results.json").write_text(json.dumps(
+        {"accuracy": 0.0, "unweighted_accuracy": 0.0, "macro_f1": 0.0, "num_test": 2,
+         "confusion_matrix": [[1, 0, 0, 0]] * 4}))
+      rows = [{"id": f"c{c}", "speaker": f"s{c}", "true": truth[c], "pred": "happy",
+               "probs": probs[seed][c]} for c in clips]
+      report.write_predictions_csv(d / "predictions.csv", rows)
+      runs.append(run)
+  e = sweep.collect(tmp_path, runs, demo_config.get_config("tiny"))["ensembles"]["cnn_rnn"]
+  assert e["seeds"] == [0, 1] and e["clips"] == 4 and e["speakers"] == 4
+  # Each member misses one class of four (UA 0.75); the mean has clip 1 at anger 0.45 > happy
+  # 0.3 and clip 2 at sad 0.55 > happy 0.25.
+  assert e["members_unweighted_accuracy"] == pytest.approx([0.75, 0.75])
+  assert e["unweighted_accuracy"] == pytest.approx(1.0) and e["macro_f1"] == pytest.approx(1.0)
+  g = e["gain_unweighted_accuracy"]
+  assert g["mean_difference"] == pytest.approx(0.25)
+  assert g["ci95"][0] <= g["mean_difference"] <= g["ci95"][1]
+  # A seed with an unfinished fold takes no part; one seed makes no ensemble.
+  (runs[-1].directory(tmp_path) / "results.json").unlink()
+  assert sweep.collect(tmp_path, runs, demo_config.get_config("tiny"))["ensembles"] == {}
 
 
 def test_run_config_sets_model_protocol_seed_and_fold_and_leaves_the_base_alone():
@@ -173,8 +222,11 @@ def test_tiny_sweep_over_seeds_and_folds_resumes(tmp_path):
   assert {p["metric"] for p in result["paired"]} == {"accuracy", "unweighted_accuracy",
                                                      "macro_f1"}
   assert "Student t" in result["methods"]["interval"] and "configs/demo.py:tiny" in result["command"]
+  for model in ("cnn", "cnn_rnn"):   # every clip tested by both seeds, so all 20 in the ensemble
+    e = result["ensembles"][model]
+    assert e["seeds"] == [0, 1] and e["clips"] == 20 and e["speakers"] == 5
   md = (workdir / "sweep.md").read_text()
-  assert "configs/demo.py:tiny" in md and "| cnn_rnn | 2 |" in md
+  assert "configs/demo.py:tiny" in md and "| cnn_rnn | 2 |" in md and "| cnn_rnn | 0,1 | 20 |" in md
   with open(workdir / "sweep.csv") as f:
     assert len(list(csv.DictReader(f))) == 8
   assert (workdir / "figures" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
