@@ -25,6 +25,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "--mode predict: JSON file (one vi
 _PLOT = flags.DEFINE_bool("plot", False, "--mode predict: also a timeline PNG beside each JSON.")
 _ANNOTATE = flags.DEFINE_bool("annotate", False, "--mode predict: also a copy of each video with "
                               "the segment's label drawn on its frames, beside each JSON.")
+_ENSEMBLE = flags.DEFINE_multi_string("ensemble", [], "--mode predict: further workdirs trained "
+                                      "with the same config (e.g. other seeds); each output's "
+                                      "probabilities are the mean over WORKDIR and these.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -61,7 +64,8 @@ def main(argv):
     if _MODE.value == "predict":
       from lbher_jax import predict  # pylint: disable=import-outside-toplevel
       return predict.run(_CONFIG.value, _WORKDIR.value, _VIDEO.value, _OUTPUT.value,
-                         plot=_PLOT.value, annotate=_ANNOTATE.value)
+                         plot=_PLOT.value, annotate=_ANNOTATE.value,
+                         ensemble=_ENSEMBLE.value)
     if _MODE.value == "export":
       from lbher_jax import export  # pylint: disable=import-outside-toplevel
       export.run(_CONFIG.value, _WORKDIR.value, _OUTPUT.value)

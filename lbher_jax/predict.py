@@ -19,7 +19,7 @@ import concurrent.futures
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -212,16 +212,32 @@ def expand(paths: list[str]) -> list[Path]:
   return out
 
 
+def average_heads(members: Sequence[Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
+                  ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+  """Classifier heads that give, for each output layer, the mean of the members' probabilities
+  (a seed ensemble)."""
+  if len(members) == 1:
+    return members[0]
+
+  def heads(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    outs = [m(batch) for m in members]
+    return {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
+  return heads
+
+
 def run(config, workdir: str, videos: list[str], output: str | None, *, plot: bool = False,
-        annotate: bool = False) -> int:
+        annotate: bool = False, ensemble: Sequence[str] = ()) -> int:
   """--mode predict: the fine-tuned model of `workdir` on each file (`predict_files`); JSON
-  written to `output` or WORKDIR/predictions."""
+  written to `output` or WORKDIR/predictions. With `ensemble` (further workdirs trained with the
+  same config, e.g. other seeds), every output layer's probabilities are the mean of all the
+  models' (each calibrated by its own temperature); the face-voice match is WORKDIR's."""
   paths = _inputs(videos)
   # JAX and the model code: only here.
   from lbher_jax import inference  # pylint: disable=import-outside-toplevel
   from lbher_jax.models import input_keys  # pylint: disable=import-outside-toplevel
-  classifier = Classifier(input_keys(config.model.name),
-                          inference.load_classifier(config, Path(workdir), CHUNK_SEGMENTS),
+  members = [inference.load_classifier(config, Path(w), CHUNK_SEGMENTS)
+             for w in (workdir, *ensemble)]
+  classifier = Classifier(input_keys(config.model.name), average_heads(members),
                           inference.load_sync_scorer(config, Path(workdir), CHUNK_SEGMENTS))
   return predict_files(paths, classifier, audio_features.AudioParams(**config.audio.to_dict()),
                        video_features.VideoParams(**config.video.to_dict()),

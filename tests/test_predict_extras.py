@@ -1,6 +1,8 @@
-"""--mode predict extras without a trained model: timeline PNG, annotated video, progress bar."""
+"""--mode predict extras without a trained model: timeline PNG, annotated video, progress bar,
+seed ensembles."""
 
 import csv
+import json
 import subprocess
 
 import imageio_ffmpeg
@@ -76,3 +78,37 @@ def test_several_videos_show_a_progress_bar(patched, video, tmp_path, capsys):
   assert [r["video"] for r in rows] == [str(video), str(missing)]
   assert rows[0]["label"] in LABELS and not rows[0]["error"]
   assert not rows[1]["label"] and str(missing) in rows[1]["error"]
+
+
+def test_ensemble_averages_the_members_probabilities(monkeypatch, video, tmp_path):
+  """--ensemble: each segment's probabilities are the mean over the workdirs' models."""
+  def other(batch):   # every segment "sad" at 0.9, from every output layer
+    probs = np.full((len(batch["audio"]), len(LABELS)), 0.1 / 3, np.float32)
+    probs[:, LABELS.index("sad")] = 0.9
+    return dict.fromkeys(("probs", "audio_probs", "video_probs"), probs)
+  members = {"a": fake_classifier, "b": other}
+  monkeypatch.setattr(inference, "load_classifier", lambda config, workdir, n: members[workdir.name])
+  config = demo.get_config("tiny")
+  outputs = {}
+  for name, ensemble in (("a", []), ("b", []), ("ab", ["b"])):
+    out = tmp_path / f"{name}.json"
+    assert predict.run(config, str(tmp_path / name[0]), [str(video)], str(out),
+                       ensemble=[str(tmp_path / w) for w in ensemble]) == 0
+    outputs[name] = json.loads(out.read_text())
+  assert len(outputs["ab"]["segments"]) == 3
+  for k, seg in enumerate(outputs["ab"]["segments"]):
+    want = {l: (outputs["a"]["segments"][k]["probabilities"][l]
+                + outputs["b"]["segments"][k]["probabilities"][l]) / 2 for l in LABELS}
+    assert seg["probabilities"] == pytest.approx(want)
+  # Segment 0: "happy" 0.7 and 0.1 / 3 average to 0.367 < "sad" (0.1 + 0.9) / 2 = 0.5.
+  assert outputs["a"]["segments"][0]["label"] == "happy"
+  assert outputs["ab"]["segments"][0]["label"] == "sad"
+
+
+def test_average_heads_is_the_mean_of_each_output():
+  one = lambda b: {"probs": np.array([[1.0, 0.0]]), "audio_probs": np.array([[0.5, 0.5]])}
+  two = lambda b: {"probs": np.array([[0.0, 1.0]]), "audio_probs": np.array([[0.1, 0.9]])}
+  got = predict.average_heads([one, two])({})
+  np.testing.assert_allclose(got["probs"], [[0.5, 0.5]])
+  np.testing.assert_allclose(got["audio_probs"], [[0.3, 0.7]])
+  assert predict.average_heads([one]) is one
