@@ -208,14 +208,6 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
           "planned_runs": len(runs), "finished_runs": len(rows)}
 
 
-def _read_predictions(path: Path) -> dict[str, tuple[str, int, np.ndarray]]:
-  """predictions.csv -> clip id -> (speaker, true class index, probabilities [classes])."""
-  with open(path, newline="") as f:
-    return {r["id"]: (r["speaker"], LABELS.index(r["true"]),
-                      np.array([float(r[f"p_{label}"]) for label in LABELS]))
-            for r in csv.DictReader(f)}
-
-
 def seed_ensembles(workdir: Path, runs: list[Run], complete: dict[str, list[int]],
                    protocol_sweep: bool) -> dict:
   """Per arm with at least 2 complete seeds: the seed ensemble, each test clip's probabilities
@@ -223,15 +215,14 @@ def seed_ensembles(workdir: Path, runs: list[Run], complete: dict[str, list[int]
   its speaker), scored on the clips that every seed tested, against its members on the same
   clips, with a speaker bootstrap interval of the difference in UA.
 
-  It estimates what averaging K trainings gives; predict reads one checkpoint, so a user
-  averages the K runs' predicted probabilities.
+  It estimates what averaging K trainings gives (`--mode predict --ensemble`).
   """
   predictions: dict[tuple[str, int], dict] = {}
   for r in runs:
     arm = _arm(r, protocol_sweep)
     path = r.directory(workdir) / "predictions.csv"
     if r.seed in complete.get(arm, ()) and path.exists():
-      predictions.setdefault((arm, r.seed), {}).update(_read_predictions(path))
+      predictions.setdefault((arm, r.seed), {}).update(report.read_predictions_csv(path))
   out = {}
   for arm, seeds in complete.items():
     seeds = [s for s in seeds if (arm, s) in predictions]
@@ -246,18 +237,20 @@ def seed_ensembles(workdir: Path, runs: list[Run], complete: dict[str, list[int]
     probs = np.stack([[predictions[(arm, s)][i][2] for i in ids] for s in seeds])
     members, ensemble = probs.argmax(-1), probs.mean(0).argmax(-1)
 
-    def ua(pred: np.ndarray, idx: np.ndarray) -> float:
+    def scores(pred: np.ndarray, idx: np.ndarray) -> dict:
       cm = metrics_lib.confusion_matrix(truth[idx], pred[idx], len(LABELS))
-      return metrics_lib.classification_metrics(cm, LABELS)["unweighted_accuracy"]
+      return metrics_lib.classification_metrics(cm, LABELS)
+
+    def ua(pred: np.ndarray, idx: np.ndarray) -> float:
+      return scores(pred, idx)["unweighted_accuracy"]
 
     def gain(idx: np.ndarray) -> float:
       return ua(ensemble, idx) - float(np.mean([ua(m, idx) for m in members]))
 
     every = np.arange(len(ids))
-    scores = metrics_lib.classification_metrics(
-      metrics_lib.confusion_matrix(truth, ensemble, len(LABELS)), LABELS)
+    whole = scores(ensemble, every)
     out[arm] = {"seeds": seeds, "clips": len(ids), "speakers": len(set(speakers)),
-                **{k: scores[k] for k in METRICS},
+                **{k: whole[k] for k in METRICS},
                 "members_unweighted_accuracy": [ua(m, every) for m in members],
                 "gain_unweighted_accuracy": {"mean_difference": gain(every),
                                              "ci95": stats.grouped_bootstrap(gain, speakers)}}

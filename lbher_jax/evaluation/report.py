@@ -126,6 +126,15 @@ def write_predictions_csv(path: str | Path, rows: Sequence[Mapping[str, Any]],
   files.atomic_write_text(path, buf.getvalue())
 
 
+def read_predictions_csv(path: str | Path, labels: Sequence[str] = LABELS
+                         ) -> dict[str, tuple[str, int, np.ndarray]]:
+  """predictions.csv -> clip id -> (speaker, true class index, probabilities [labels])."""
+  with open(path, newline="") as f:
+    return {r["id"]: (r["speaker"], list(labels).index(r["true"]),
+                      np.array([float(r[f"p_{label}"]) for label in labels]))
+            for r in csv.DictReader(f)}
+
+
 def _json_default(value: Any) -> Any:
   if isinstance(value, np.generic):
     return value.item()

@@ -15,8 +15,9 @@ import numpy as np
 import scipy.stats
 
 INTERVAL_METHOD = "Student t 95 % interval of the mean over units (ddof 1)"
-BOOTSTRAP_METHOD = ("percentile 95 % interval over 2000 resamples of whole speakers with "
-                    "replacement (numpy seed 0)")
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_METHOD = (f"percentile 95 % interval over {BOOTSTRAP_RESAMPLES} resamples of whole "
+                    "speakers with replacement (numpy seed 0)")
 PAIRED_METHOD = ("paired over the same units: Student t 95 % interval of the mean difference, "
                  "two-sided paired t-test p-value")
 
@@ -67,7 +68,7 @@ def format_interval(s: dict, digits: int = 3) -> str:
 
 
 def grouped_bootstrap(statistic: Callable[[np.ndarray], float], groups: Sequence,
-                      resamples: int = 2000, seed: int = 0) -> list[float]:
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float]:
   """[lo, hi]: the percentile 95 % interval of statistic(indices) over resamples that draw whole
   groups with replacement (one speaker's clips are not independent of each other)."""
   groups = np.asarray(groups)
