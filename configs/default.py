@@ -68,7 +68,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=4000, batch_size=32, lr=3e-4, warmup_steps=200, weight_decay=1e-4, clip_norm=1.0,
       aux_weight=1.0, log_every=50, checkpoint_every=500, keep_checkpoints=3,
-      ema_decay=0.0,       # > 0: validate, evaluate and predict with a moving average of weights
       profile_steps=()))   # (first, last): a jax.profiler trace in WORKDIR/profile/
   # Which fine-tuned checkpoint evaluate/predict use: "best" by validation UA, or "latest".
   c.eval = ml_collections.ConfigDict(dict(batch_size=64, checkpoint="best"))

@@ -21,6 +21,3 @@ def check(config) -> None:
   if m.name == "hybrid" and m.detach_joint and config.train.aux_weight <= 0:
     raise ConfigError("model.detach_joint needs train.aux_weight > 0: the streams learn only "
                       "from their own output layers")
-  if not 0.0 <= config.train.ema_decay < 1.0:
-    raise ConfigError(f"train.ema_decay must be in [0, 1) (0: no moving average), got "
-                      f"{config.train.ema_decay}")

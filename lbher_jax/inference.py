@@ -24,8 +24,7 @@ from lbher_jax.train import steps as steps_lib
 
 def restore(model, mesh, workdir: Path, batch_shapes: dict, *,
                           prefer_best: bool = True, phase: str = "finetune") -> Any:
-  """The state of `phase` (best by validation when recorded, else the latest), no optimizer work;
-  its `params` are the moving average of the weights where training kept one.
+  """The state of `phase` (best by validation when recorded, else the latest), no optimizer work.
 
   Raises CheckpointError when there is no checkpoint of that phase or it does not fit `model`.
   """
@@ -37,14 +36,12 @@ def restore(model, mesh, workdir: Path, batch_shapes: dict, *,
     raise ckpt_lib.CheckpointError(f"{directory}: no {what} checkpoint (train first)")
   tx, _ = state_lib.make_optimizer(lr=0.0, warmup_steps=0, total_steps=1, weight_decay=0.0,
                                    clip_norm=1.0)
-  ema = any(n.startswith("ema_params.") for n in ckpt.array_names(step))
-  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(0), ema=ema)
+  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(0))
   abstract = ckpt_lib.abstract_like(jax.eval_shape(init), mesh_lib.replicated(mesh))
   state = ckpt.restore(step, abstract)
   ckpt.close()
-  logging.info("restored the %s model of step %d from %s%s", phase, step, directory,
-               " (its moving average of the weights)" if ema else "")
-  return state_lib.for_inference(state)
+  logging.info("restored the %s model of step %d from %s", phase, step, directory)
+  return state
 
 
 def example_batch(config, batch_size: int = 1) -> dict[str, np.ndarray]:

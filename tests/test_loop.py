@@ -406,56 +406,6 @@ def test_restoring_another_models_checkpoint_fails_clearly(tmp_path, model_name,
     inference.restore(models.get_model(config), mesh, tmp_path, shapes)
 
 
-def test_a_checkpoint_from_before_the_moving_average_field_still_restores(tmp_path):
-  mesh = _mesh()
-  abstract = _abstract_state("cnn", mesh)
-  assert abstract.ema_params is None
-  state = jax.tree.map(lambda s: jnp.full(s.shape, 2, s.dtype), abstract)
-  # What the TrainState of earlier versions wrote: the same fields, without ema_params.
-  old = {f: getattr(state, f) for f in ("step", "params", "batch_stats", "opt_state", "rng")}
-  ckpt = ckpt_lib.Checkpointer(tmp_path)
-  ckpt.save(5, old)
-  restored = ckpt.restore(5, abstract)
-  ckpt.close()
-  assert isinstance(restored, state_lib.TrainState) and restored.ema_params is None
-  assert restored.tx is abstract.tx
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
-
-
-def test_the_moving_average_is_validated_resumed_exactly_and_restored_for_inference(tmp_path,
-                                                                                   corpus):
-  directory, records = corpus
-  model = models.get_model(models.default_model_config("cnn", "tiny"))
-  source = loader_lib.source_from_records(directory, records)
-  seen = []
-  def validate(state):
-    seen.append(flat(state.params))
-    return {"val_accuracy": 0.5, "val_unweighted_accuracy": 0.5}
-  def train(workdir):
-    return loop.run_phase(phase=phase_config("finetune", steps=6, checkpoint_every=3,
-                                             ema_decay=0.9),
-                          model=model, mesh=_mesh(), source=source,
-                          augment_params=augment.AugmentParams(enabled=False), workdir=workdir,
-                          seed=SEED, validate=validate)
-  final = train(tmp_path / "whole")
-  ema, params = flat(final.ema_params), flat(final.params)
-  assert any(not np.array_equal(ema[k], params[k]) for k in ema)
-  # Validation at step 6 saw the moving average, not the raw weights.
-  assert seen[-1].keys() == ema.keys()
-  for k in ema:
-    np.testing.assert_array_equal(seen[-1][k], ema[k])
-  # Resumed from the checkpoint of step 3, the average ends where the uninterrupted one did.
-  shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
-  shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "finetune" / "6")
-  resumed = train(tmp_path / "resumed")
-  for k, v in flat(resumed.ema_params).items():
-    np.testing.assert_array_equal(v, ema[k])
-  shapes = {k: (BATCH, *np.shape(v)) for k, v in source[0].items()}
-  restored = inference.restore(model, _mesh(), tmp_path / "whole", shapes, prefer_best=False)
-  for k, v in flat(restored.params).items():
-    np.testing.assert_array_equal(v, ema[k])
-
-
 def test_non_finite_loss_stops_training_before_the_next_checkpoint(tmp_path, corpus):
   directory, records = corpus
   no_augment = augment.AugmentParams(enabled=False)

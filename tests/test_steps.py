@@ -126,35 +126,6 @@ def test_optimizer_schedule_and_weight_decay():
   np.testing.assert_array_equal(updates["bias"], 0.0)  # biases are not decayed
 
 
-def test_moving_average_update_against_hand_computation():
-  ema, params = {"w": jnp.array([1.0, 5.0])}, {"w": jnp.array([3.0, 1.0])}
-  # Update 0: d = min(0.9, 1/10) = 0.1; update 100: d = min(0.9, 101/110) = 0.9.
-  np.testing.assert_allclose(steps.ema_update(ema, params, 0.9, jnp.int32(0))["w"],
-                             [0.1 * 1 + 0.9 * 3, 0.1 * 5 + 0.9 * 1], rtol=1e-6)
-  np.testing.assert_allclose(steps.ema_update(ema, params, 0.9, jnp.int32(100))["w"],
-                             [0.9 * 1 + 0.1 * 3, 0.9 * 5 + 0.1 * 1], rtol=1e-6)
-
-
-def test_a_step_with_a_moving_average_moves_it_towards_the_new_weights(host_batch):
-  create = jax.jit(partial(state_lib.create, MODEL, TX, SPEC, ema=True))
-  state = create(jax.random.key(0))
-  assert state_lib.for_inference(state).params is state.ema_params
-  init = jax.device_get(state.ema_params)
-  mesh = _mesh(1)
-  step = steps.jit_train_step(steps.make_train_step(MODEL, "finetune", ema_decay=0.99), mesh)
-  after = jax.device_get(step(jax.device_put(state, mesh_lib.replicated(mesh)),
-                              mesh_lib.to_global(host_batch, mesh))[0])
-  d = 0.1   # min(0.99, (1 + 0) / (10 + 0)) at the first update
-  jax.tree.map(lambda e, e0, p: np.testing.assert_allclose(e, d * e0 + (1 - d) * p, rtol=1e-5,
-                                                           atol=1e-7),
-               after.ema_params, init, after.params)
-  moved = [np.abs(p - p0).max() for p, p0 in zip(jax.tree.leaves(after.params),
-                                                   jax.tree.leaves(init))]
-  assert max(moved) > 0
-  plain = jax.jit(partial(state_lib.create, MODEL, TX, SPEC))(jax.random.key(0))
-  assert plain.ema_params is None and state_lib.for_inference(plain) is plain
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", steps.PHASES)
 def test_one_and_four_devices_agree(phase, host_state, host_batch):

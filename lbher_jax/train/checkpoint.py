@@ -6,7 +6,6 @@ validation unweighted accuracy. Restores into an abstract, sharded target (no ho
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +78,16 @@ class Checkpointer:
     Raises CheckpointError, naming the first difference, when the checkpoint holds other arrays
     (e.g. it was written by another model or model size).
     """
-    saved = self._metadata(step)
+    try:
+      saved = self._manager.item_metadata(step)["state"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(f"{self.directory}: the checkpoint of step {step} is unreadable "
+                            f"({_reason(e)})") from e
     difference = _difference(saved, abstract_state)
     if difference:
       raise CheckpointError(f"{self.directory}: the checkpoint of step {step} does not fit this "
                             f"model ({difference}); was it trained with another model config?")
-    target = _without_unsaved_empty_fields(abstract_state, saved)
-    items = {"state": ocp.args.StandardRestore(target)}
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     try:
@@ -93,20 +95,7 @@ class Checkpointer:
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise CheckpointError(f"{self.directory}: cannot restore the checkpoint of step {step} "
                             f"({_reason(e)})") from e
-    state = restored["state"]
-    return abstract_state.replace(**state) if target is not abstract_state else state
-
-  def array_names(self, step: int) -> list[str]:
-    """The names of the arrays checkpoint `step` holds, as Orbax names them
-    ('params.audio.Conv_0.kernel')."""
-    return [m.name for m in jax.tree.leaves(self._metadata(step)) if hasattr(m, "shape")]
-
-  def _metadata(self, step: int) -> Any:
-    try:
-      return self._manager.item_metadata(step)["state"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"{self.directory}: the checkpoint of step {step} is unreadable "
-                            f"({_reason(e)})") from e
+    return restored["state"]
 
   def close(self) -> None:
     self._manager.close()
@@ -147,21 +136,6 @@ def _difference(saved: Any, abstract_state: Any) -> str:
   more = f" and {len(changed) - 1} more arrays differ" if len(changed) > 1 else ""
   return (f"{changed[0]} is {saved_dtype}{list(saved_shape)} in it, {dtype}{list(shape)} in the "
           f"model{more}")
-
-
-def _without_unsaved_empty_fields(abstract_state: Any, saved: Any) -> Any:
-  """`abstract_state` as a dict of its fields that `saved` holds, when a field without arrays
-  (e.g. TrainState.ema_params, None without a moving average) came after the checkpoint was
-  written; else `abstract_state` itself. Orbax refuses a target with a node the checkpoint lacks.
-  """
-  if not (dataclasses.is_dataclass(abstract_state) and hasattr(saved, "keys")):
-    return abstract_state
-  fields = [f.name for f in dataclasses.fields(abstract_state)
-            if f.metadata.get("pytree_node", True)]
-  unsaved = [f for f in fields if f not in saved.keys()]
-  if not unsaved or any(jax.tree.leaves(getattr(abstract_state, f)) for f in unsaved):
-    return abstract_state
-  return {f: getattr(abstract_state, f) for f in fields if f not in unsaved}
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

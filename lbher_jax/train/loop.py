@@ -67,8 +67,6 @@ class PhaseConfig:
   temperature: float = 0.1   # pre-training with "infonce"
   use_labels: bool = True    # pre-training: hard / super-hard negatives by emotion label; False:
                              # labels unread, every other clip is a negative
-  ema_decay: float = 0.0     # fine-tuning: > 0 keeps a moving average of the weights, which
-                             # validation, evaluation and prediction then use
 
 
 def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSource,
@@ -77,8 +75,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
               loader_workers: int = 0) -> Any:
   """Trains one phase to `phase.steps`, resuming from its latest checkpoint if there is one.
 
-  `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end (on the
-  moving average of the weights where the phase keeps one); in
+  `validate(state) -> metrics` is called every `checkpoint_every` steps and at the end; in
   fine-tuning its `val_unweighted_accuracy` selects the best checkpoint (pre-training keeps the
   latest: its validation measures correspondence, not emotions). `init_variables` ({"params",
   "batch_stats"}, e.g. of the pre-trained model) seed a fresh state. Returns the final state.
@@ -93,8 +90,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   example = source[0]
   batch_shapes = {k: (phase.batch_size, *np.shape(v)) for k, v in example.items()}
   replicated = mesh_lib.replicated(mesh)
-  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(seed),
-                                  ema=phase.ema_decay > 0)
+  init = lambda: state_lib.create(model, tx, batch_shapes, jax.random.key(seed))
   abstract = ckpt_lib.abstract_like(jax.eval_shape(init), replicated)
 
   data = loader_lib.train_loader(source, global_batch=phase.batch_size, seed=seed,
@@ -107,10 +103,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
   else:
     def fresh(variables):  # given weights replace the random ones, which XLA then drops
       state = init()
-      if variables is None:
-        return state
-      ema = {"ema_params": variables["params"]} if state.ema_params else {}
-      return state.replace(**variables, **ema)
+      return state if variables is None else state.replace(**variables)
     state = jax.jit(fresh, out_shardings=replicated)(init_variables)
     start = 0
   writer = metric_writer.MetricWriter(workdir, phase.name, start)
@@ -120,7 +113,7 @@ def run_phase(*, phase: PhaseConfig, model, mesh, source: loader_lib.SegmentSour
                                 pair_proportions=phase.pair_proportions,
                                 aux_weight=phase.aux_weight, contrastive_loss=phase.loss,
                                 temperature=phase.temperature, use_labels=phase.use_labels,
-                                augment_params=augment_params, ema_decay=phase.ema_decay),
+                                augment_params=augment_params),
       mesh)
 
   logging.info("%s: %d steps of global batch %d on %d device(s), %d training examples",
@@ -210,7 +203,7 @@ def _train_steps(phase, step_fn, state, data_iter, start, mesh, ckpt, schedule, 
         raise Preempted(f"{phase.name}: stopped by SIGTERM after step {step}; the checkpoint is in "
                         f"{ckpt.directory}; run the same command again to resume")
       if checkpoint:
-        val = validate(state_lib.for_inference(state)) if validate is not None else None
+        val = validate(state) if validate is not None else None
         if val is not None:
           logging.info("%s step %d: validation %s", phase.name, step,
                        ", ".join(f"{k}={v:.4f}" for k, v in val.items()))

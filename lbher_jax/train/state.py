@@ -16,25 +16,21 @@ class TrainState:
 
   `rng` holds raw uint32 key data (jax.random.key_data) so checkpointers see a plain array;
   steps derive their keys with `step_rng`. `tx` is static (not a leaf, not checkpointed).
-  `ema_params` is the exponential moving average of `params` that a step with `ema_decay` keeps
-  (train/steps.py), or None without one (then a checkpoint holds no arrays for it).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
-  ema_params: Any
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
 def create(model: nn.Module, tx: optax.GradientTransformation,
-           batch_shapes: Mapping[str, Any], rng: jax.Array, ema: bool = False) -> TrainState:
+           batch_shapes: Mapping[str, Any], rng: jax.Array) -> TrainState:
   """Initialises a TrainState for a batch shaped like `batch_shapes`.
 
   `batch_shapes` maps each batch key to an array, a jax.ShapeDtypeStruct or a shape tuple (then
-  float32 is assumed; the models read uint8 frames and float frames alike). With `ema` the state
-  carries a moving average of the weights, starting at the initial weights.
+  float32 is assumed; the models read uint8 frames and float frames alike).
 
   Pure and traceable: `jax.eval_shape(partial(create, model, tx, shapes), rng)` gives the abstract
   state (e.g. a checkpoint restore target) without computing anything, and
@@ -50,13 +46,7 @@ def create(model: nn.Module, tx: optax.GradientTransformation,
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(state_rng),
-                    ema_params=jax.tree.map(jnp.copy, params) if ema else None, tx=tx)
-
-
-def for_inference(state: TrainState) -> TrainState:
-  """The state whose `params` evaluation should use: the moving average where there is one."""
-  return state.replace(params=state.ema_params) if state.ema_params else state
+                    rng=jax.random.key_data(state_rng), tx=tx)
 
 
 def step_rng(state: TrainState) -> jax.Array:

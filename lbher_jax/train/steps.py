@@ -45,8 +45,7 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
                     pair_proportions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
                     aux_weight: float = 0.0, contrastive_loss: str = "margin",
                     temperature: float = 0.1, use_labels: bool = True,
-                    augment_params: augment.AugmentParams | None = None,
-                    ema_decay: float = 0.0) -> TrainStep:
+                    augment_params: augment.AugmentParams | None = None) -> TrainStep:
   """Returns step(state, batch) -> (state, metrics) for `phase`.
 
   With `augment_params`, the batch is augmented first, in the step (train/augment.py), from a key
@@ -59,9 +58,6 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
   pairs ignore the emotion labels, so a hard-negative draw has no partner and counts
   nothing); with contrastive_loss
   "infonce", the batch-wise InfoNCE of losses.info_nce instead (every other clip a negative).
-
-  With `ema_decay` (the state must be made with `ema`), each step also moves state.ema_params
-  towards the new weights by `ema_update`.
 
   Metrics: loss, grad_norm, finite (False when the loss or a gradient is not finite: the state is
   then returned unchanged and the caller should stop), plus accuracy (finetune) or the mean
@@ -119,22 +115,12 @@ def make_train_step(model: nn.Module, phase: str, *, margin: float = 1.0,
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = (ema_update(state.ema_params, params, ema_decay, state.step) if ema_decay
-                  else state.ema_params)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, ema_params=ema_params)
+                              opt_state=opt_state)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
 
   return step
-
-
-def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
-  """The moving average after update number `step` (from 0): ema * d + params * (1 - d), with
-  d = min(decay, (1 + step) / (10 + step)), so that the first updates, which the initial weights
-  would otherwise dominate, weigh more."""
-  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
 def make_eval_step(model: nn.Module, temperature: float = 1.0
