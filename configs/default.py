@@ -49,6 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.split.fold = 0                 # which fold to test on; -1 = every fold, reported as mean ± std
   c.split.test_speakers = ()       # speaker protocol: fixed test speakers (one fold) instead
   c.split.speakers = ()            # only these speakers take part (() = all): development protocols
+  c.split.train_speakers = 0       # speaker protocol: train on this many of a fold's training
+                                   # speakers (0 = all): the learning curve over speakers
   c.split.val_fraction = 0.1       # validation carved from the training speakers / utterances
   c.split.balance = "resample"     # resample (paper: repeat minority, cut majority) | none
   c.split.per_class = 0            # 0 = the largest class's count after the split

@@ -115,7 +115,7 @@ def split(config, utterances, records: list[dict], fold: int) -> Parts:
       usable, protocol=s.protocol, test_fraction=s.test_fraction, num_folds=s.num_folds,
       fold=fold, val_fraction=s.val_fraction, seed=config.seed,
       leaky_paper_oversampling=s.leaky_paper_oversampling, per_class=s.per_class or None,
-      test_speakers=tuple(s.test_speakers))
+      test_speakers=tuple(s.test_speakers), train_speakers=s.train_speakers)
   label = {u.id: u.label for u in usable}
   # Training and validation read only clips that hold every stream the model reads (a stream a
   # clip lacks is zeros, nothing to learn from); the test side keeps them all.

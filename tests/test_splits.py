@@ -313,3 +313,35 @@ def test_split_speakers_keep_the_others_out_of_every_fold():
     algorithm.taking_part(c, utts)
   c.split.speakers = ()
   assert algorithm.taking_part(c, utts) == utts
+
+
+def test_train_speakers_keeps_a_nested_subset_and_leaves_test_and_validation_alone():
+  utterances = _corpus(18, {"happy": 2, "sad": 2})
+  full = splits.make_split(utterances, num_folds=6, fold=2, val_fraction=0.1, seed=4)
+  full_train = _speakers(utterances, full.train)
+  assert len(full_train) == 13   # 18 - 3 test - round(0.1 * 15) = 2 validation
+  previous = set()
+  for keep in (1, 5, 9, 13):
+    part = splits.make_split(utterances, num_folds=6, fold=2, val_fraction=0.1, seed=4,
+                             train_speakers=keep)
+    assert (part.val, part.test) == (full.val, full.test)
+    train = _speakers(utterances, part.train)
+    assert len(train) == keep and previous <= train <= full_train
+    # every clip of a kept speaker, none of the others
+    assert sorted(part.train) == sorted(u.id for u in utterances if u.speaker in train)
+    previous = train
+  assert splits.make_split(utterances, num_folds=6, fold=2, val_fraction=0.1, seed=4,
+                           train_speakers=13) == full
+  assert splits.make_split(utterances, num_folds=6, fold=2, val_fraction=0.1, seed=5,
+                           train_speakers=5).train != splits.make_split(
+      utterances, num_folds=6, fold=2, val_fraction=0.1, seed=4, train_speakers=5).train
+
+
+def test_train_speakers_is_refused_beyond_the_fold_or_outside_the_speaker_protocol():
+  utterances = _corpus(18, {"happy": 2, "sad": 2})
+  with pytest.raises(ValueError, match="only 13 training speakers"):
+    splits.make_split(utterances, num_folds=6, val_fraction=0.1, train_speakers=14)
+  with pytest.raises(ValueError, match="train_speakers"):
+    splits.make_split(utterances, protocol="random", train_speakers=3)
+  with pytest.raises(ValueError, match="train_speakers"):
+    splits.make_split(utterances, train_speakers=-1)

@@ -7,6 +7,10 @@ Protocols (docs/ARCHITECTURE.md, "Why it is built this way"):
              dealt into `num_folds` groups of balanced size, and fold k tests on group k.
              Validation speakers are drawn from the training speakers, never from the test ones.
              `test_speakers` fixes the test speakers instead (one fold), e.g. RAVDESS actors 15-18.
+             `train_speakers` > 0 keeps only that many of a fold's training speakers (a seeded
+             draw after the validation speakers, so the test and validation speakers stay those
+             of the full split, and a smaller count's speakers are part of a larger one's): the
+             learning curve over the number of training speakers.
   "random"   the paper's split: stratified by label, by utterance, `test_fraction` of each class
              to test; validation is carved from the training part the same way.
 
@@ -53,12 +57,14 @@ class Split:
 def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
                test_fraction: float = 0.2, num_folds: int = 5, fold: int = 0,
                val_fraction: float = 0.1, seed: int = 0, leaky_paper_oversampling: bool = False,
-               per_class: int | None = None, test_speakers: Sequence[str] = ()) -> Split:
+               per_class: int | None = None, test_speakers: Sequence[str] = (),
+               train_speakers: int = 0) -> Split:
   """Splits `utterances` by the protocol; see the module docstring.
 
   `num_folds`/`fold` select the speaker fold ("random" has the single fold 0); `per_class` is the
   per-class count of the leaky mode's balancing (None: the largest class); non-empty
-  `test_speakers` replaces the speaker folds by the one fold that tests on exactly those speakers.
+  `test_speakers` replaces the speaker folds by the one fold that tests on exactly those speakers;
+  `train_speakers` > 0 ("speaker" only) trains on that many of the fold's training speakers.
   """
   if len({u.id for u in utterances}) != len(utterances):
     raise ValueError("utterance ids must be unique to be split")
@@ -68,6 +74,9 @@ def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
     raise ValueError(f"unknown split protocol {protocol!r}; known: {PROTOCOLS}")
   if test_speakers and protocol != "speaker":
     raise ValueError("test_speakers fixes a speaker-independent split; it needs protocol='speaker'")
+  if train_speakers < 0 or (train_speakers and protocol != "speaker"):
+    raise ValueError(f"train_speakers must be 0 (all) or, with protocol='speaker', a positive "
+                     f"count; got {train_speakers} with protocol {protocol!r}")
   if test_speakers:
     groups = [_known_speakers(utterances, test_speakers)]
   elif protocol == "speaker":
@@ -82,7 +91,7 @@ def make_split(utterances: Sequence[Utterance], *, protocol: str = "speaker",
                      "protocol='random'")
   if protocol == "speaker":
     return _speaker_split(utterances, groups[fold], val_fraction,
-                          np.random.default_rng([seed, fold]))
+                          np.random.default_rng([seed, fold]), train_speakers)
   if not 0 < test_fraction < 1:
     raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
   label_of = {u.id: u.label for u in utterances}
@@ -193,16 +202,28 @@ def _known_speakers(utterances: Sequence[Utterance], wanted: Sequence[str]) -> s
 
 
 def _speaker_split(utterances: Sequence[Utterance], test_speakers: set[str], val_fraction: float,
-                   rng: np.random.Generator) -> Split:
-  """Test = the given speakers; validation = a random share of the other speakers."""
-  train_speakers = sorted({u.speaker for u in utterances} - test_speakers)
-  n = len(train_speakers)
+                   rng: np.random.Generator, keep: int = 0) -> Split:
+  """Test = the given speakers; validation = a random share of the other speakers; training =
+  the rest, or `keep` > 0 of them drawn at random (the first `keep` of one permutation, so the
+  speakers of a smaller `keep` are among those of a larger one)."""
+  others = sorted({u.speaker for u in utterances} - test_speakers)
+  n = len(others)
   n_val = 0 if val_fraction == 0 else min(n - 1, max(round(val_fraction * n), int(n >= 3)))
-  val_speakers = {train_speakers[k] for k in rng.permutation(n)[:n_val]}
+  order = rng.permutation(n)
+  val_speakers = {others[k] for k in order[:n_val]}
+  rest = [s for s in others if s not in val_speakers]
+  if keep > len(rest):
+    raise ValueError(f"train_speakers={keep}, but this fold has only {len(rest)} training "
+                     "speakers")
+  if keep:
+    rest = [rest[k] for k in rng.permutation(len(rest))[:keep]]
+  train_speakers = set(rest)
   train, val, test = [], [], []
   for u in utterances:
-    (test if u.speaker in test_speakers else val if u.speaker in val_speakers else train).append(
-        u.id)
+    side = (test if u.speaker in test_speakers else val if u.speaker in val_speakers
+            else train if u.speaker in train_speakers else None)
+    if side is not None:
+      side.append(u.id)
   return Split(sorted(train), sorted(val), sorted(test))
 
 
