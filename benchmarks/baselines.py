@@ -81,8 +81,13 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, speakers: np.ndarray):
 
 
 def cross_validate(utterances, features: dict[str, np.ndarray], num_folds: int,
-                   seed: int) -> dict:
-  """Pooled clip predictions of each baseline over every speaker-independent fold."""
+                   seed: int, train_speakers: int = 0, val_fraction: float = 0.1) -> dict:
+  """Pooled clip predictions of each baseline over every speaker-independent fold.
+
+  Each fold trains on all its non-test speakers; with `train_speakers` > 0, on the
+  `train_speakers` training speakers that the learned models' split draws (`val_fraction`, the
+  config's, sets their validation speakers aside first), so both learn from the same people.
+  """
   ids = [u.id for u in utterances]
   index = {i: n for n, i in enumerate(ids)}
   y = np.array([LABELS.index(u.label) for u in utterances])
@@ -91,8 +96,9 @@ def cross_validate(utterances, features: dict[str, np.ndarray], num_folds: int,
   folds = splits.num_folds_for(utterances, "speaker", num_folds)
   for fold in range(folds):
     part = splits.make_split(utterances, protocol="speaker", num_folds=num_folds, fold=fold,
-                             val_fraction=0.0, seed=seed)
-    train = [index[i] for i in part.train + part.val]
+                             val_fraction=val_fraction if train_speakers else 0.0, seed=seed,
+                             train_speakers=train_speakers)
+    train = [index[i] for i in part.train]
     test = [index[i] for i in part.test]
     for name, x in features.items():
       clf = fit_classifier(x[train], y[train], speakers[train])

@@ -109,9 +109,10 @@ def main(argv=None) -> dict:
          "overrides": args.set, "seeds": seeds, "command": command, "seconds": round(time.perf_counter() - began, 1),
          "machine": machine(), "date": datetime.date.today().isoformat()}
   (workdir / "label_efficiency.md").write_text(markdown(out, command))
-  plots.plot_label_efficiency(
+  plots.plot_curves(
     {f"{TITLES[arm]} (hybrid)": points for arm, points in out["curves"].items()},
-    workdir / "figures" / "label_efficiency.png")
+    workdir / "figures" / "label_efficiency.png", xlabel="training clips with labels",
+    tick=lambda f: f"{100 * f:g} %")
   print(markdown(out, command))
   if args.json:
     Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")

@@ -4,7 +4,8 @@ Layout of the sweep's workdir DIR:
   DIR/shards/                                   preprocessed once, shared by every run
   DIR/runs/<model>/<protocol>/seed_<s>/fold_<k>/  one Algorithm 1 run (results.json, checkpoints,
                                                 figures); seed_<s>/shards links to DIR/shards
-  DIR/sweep.json, sweep.md, sweep.csv           every run, the summary per arm, paired tests
+  DIR/sweep.json, sweep.md, sweep.csv           every run, each arm's units (one per seed), the
+                                                summary per arm, paired tests
   DIR/figures/sweep.png                         per-arm means with their intervals
   DIR/table2.md, table2.csv, figures/table2.png when the sweep is over protocols (Table 2)
 
@@ -195,7 +196,9 @@ def collect(workdir: Path, runs: list[Run], config: ml_collections.ConfigDict) -
                      **stats.paired([units[a][s][k] for s in seeds],
                                     [units[b][s][k] for s in seeds])})
   complete = {arm: sorted(by_seed) for arm, by_seed in units.items() if ":" not in arm}
-  return {"runs": rows, "summary": summary, "paired": paired,
+  per_seed = {arm: {str(seed): {k: u[k] for k in METRICS} for seed, u in sorted(by_seed.items())}
+              for arm, by_seed in units.items()}
+  return {"runs": rows, "summary": summary, "units": per_seed, "paired": paired,
           "ensembles": seed_ensembles(workdir, runs, complete, protocol_sweep),
           "methods": {"unit": "one seed's result, the confusion matrices of its folds summed "
                               "(every test clip once per seed)",

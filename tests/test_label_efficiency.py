@@ -67,6 +67,6 @@ def test_label_efficiency_figure(le, tmp_path):
             "scratch": {0.1: {"mean": 0.35, "ci95": [0.2, 0.5]}, 1.0: {"mean": 0.92,
                                                                        "ci95": [0.9, 0.94]}}}
   path = tmp_path / "label_efficiency.png"
-  plots.plot_label_efficiency(curves, path)
+  plots.plot_curves(curves, path, xlabel="training clips with labels")
   pixels = mpimg.imread(path)
   assert pixels.shape == (4.0 * plots.DPI, 6.0 * plots.DPI, 4) and np.ptp(pixels[..., :3]) > 0.5

@@ -83,6 +83,9 @@ def test_stream_layers_of_a_two_stream_model_are_arms_of_their_own(tmp_path):
   audio = result["summary"]["hybrid:audio"]["unweighted_accuracy"]
   assert audio["n"] == 2 and audio["mean"] == pytest.approx((0.5 + 0.75) / 2)
   assert result["summary"]["hybrid:video"]["accuracy"]["mean"] == pytest.approx(0.25)
+  # Each seed's unit: seed 1's audio layer gets 12 of 16 clips per fold, 3 of 4 classes right.
+  assert result["units"]["hybrid:audio"]["1"]["unweighted_accuracy"] == pytest.approx(0.75)
+  assert result["units"]["cnn_rnn"]["0"]["accuracy"] == pytest.approx(0.25)
   pair = next(p for p in result["paired"] if {p["a"], p["b"]} == {"cnn_rnn", "hybrid:audio"}
               and p["metric"] == "unweighted_accuracy")
   sign = 1 if pair["a"] == "hybrid:audio" else -1

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -241,23 +241,25 @@ def plot_sweep(summary: Mapping[str, Mapping[str, Any]], path: str | Path) -> No
   _save(fig, path)
 
 
-def plot_label_efficiency(curves: Mapping[str, Mapping[float, Mapping[str, Any]]],
-                          path: str | Path, metric: str = "unweighted accuracy") -> None:
-  """One curve per arm: {ARM: {FRACTION: {"mean", "ci95"}}}, the metric against the fraction
-  of training labels (log axis), each point with its 95 % interval."""
+def plot_curves(curves: Mapping[str, Mapping[float, Mapping[str, Any]]], path: str | Path, *,
+                xlabel: str, tick: Callable[[float], str] = "{:g}".format,
+                metric: str = "unweighted accuracy") -> None:
+  """One curve per arm: {ARM: {X: {"mean", "ci95"}}}, the metric against X (log axis, ticks
+  written by `tick`), each point with its 95 % interval: e.g. the fraction of training labels,
+  or the number of training speakers."""
   fig = _figure((6.0, 4.0))
   ax = fig.subplots()
   for i, (arm, points) in enumerate(curves.items()):
-    fractions = sorted(points)
-    means = [points[f]["mean"] for f in fractions]
+    xs = sorted(points)
+    means = [points[x]["mean"] for x in xs]
     shift = 1.0 + 0.03 * (i - (len(curves) - 1) / 2)   # side by side, so the bars do not hide
-    ax.errorbar([f * shift for f in fractions], means, fmt="o-", capsize=3, label=arm,
-                yerr=_error_bars(means, [points[f]["ci95"] for f in fractions]))
-  fractions = sorted({f for points in curves.values() for f in points})
+    ax.errorbar([x * shift for x in xs], means, fmt="o-", capsize=3, label=arm,
+                yerr=_error_bars(means, [points[x]["ci95"] for x in xs]))
+  xs = sorted({x for points in curves.values() for x in points})
   ax.set_xscale("log")
-  ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
+  ax.set_xticks(xs, [tick(x) for x in xs])
   ax.minorticks_off()
-  ax.set_xlabel("training clips with labels")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(f"{metric}\n(mean over seeds, 95 % interval)")
   ax.set_ylim(0.0, 1.05)
   ax.grid(alpha=0.3)
