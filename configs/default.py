@@ -39,10 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Training batches only, inside the jitted step (fields of train.augment.AugmentParams):
   # spectrograms as in the paper (§3.3). Face-frame jitter (frames_flip / frames_shift, e.g.
   # True / 0.06) is ours and off here: the paper augments audio only (:fer_av turns it on).
-  # freq_warp / time_warp (e.g. 0.1) scale a spectrogram's frequency / time axis by 1 +- that.
   c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0,
-      freq_warp=0.0, time_warp=0.0))
+      enabled=True, crop_top=10, max_rotate_deg=10.0, frames_flip=False, frames_shift=0.0))
 
   c.split = ml_collections.ConfigDict()
   c.split.protocol = "speaker"     # speaker (speaker-independent folds) | random (paper)

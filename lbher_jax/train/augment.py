@@ -5,8 +5,7 @@ The host only reads and batches shards; each example draws its own transformatio
 split off the step's key, so a run is deterministic given its seed and resumes exactly.
 
 Spectrograms get a small frequency shift and a small rotation, never a horizontal flip (that
-would play the utterance backwards); optionally (not in the paper) their frequency axis is scaled
-as another vocal tract would (VTLP) and their time axis as another speaking rate would. Face frames (not in the paper, which augments audio only)
+would play the utterance backwards). Face frames (not in the paper, which augments audio only)
 can get a mirror image and a small shift, the same for every frame of a segment so that its
 motion is kept.
 """
@@ -34,10 +33,6 @@ class AugmentParams:
   # Face-frame jitter, off by default (configs/ravdess.py:fer_av turns both on).
   frames_flip: bool = False  # mirror a segment's faces with probability 1/2
   frames_shift: float = 0.0  # shift faces by up to this fraction of the height / width
-  # Spectrogram warps, off by default: each example's frequency (time) axis is scaled by a factor
-  # drawn uniformly from 1 +- freq_warp (time_warp), e.g. 0.1.
-  freq_warp: float = 0.0
-  time_warp: float = 0.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,26 +79,6 @@ def crop_rotate(spec: jax.Array, rows: jax.Array, angle_deg: jax.Array,
   return rotate(out, angle_deg, jnp.min(out))
 
 
-def warp(spec: jax.Array, factor: jax.Array, axis: int, fill: jax.Array) -> jax.Array:
-  """A [F, T] spectrogram scaled by `factor` along `axis` (0: frequency, 1: time): output index i
-  reads the input at (i + 1/2) / factor - 1/2 with linear interpolation, so a factor above 1
-  moves content up (higher pitch and formants, or later and slower); positions past the last
-  input index get `fill`."""
-  n = spec.shape[axis]
-  where = (jnp.arange(n, dtype=jnp.float32) + 0.5) / factor - 0.5
-  beyond = where > n - 1 + 1e-4
-  where = jnp.clip(where, 0.0, n - 1.0)
-  lo = jnp.floor(where).astype(jnp.int32)
-  frac = (where - lo)[:, None]
-  hi = jnp.minimum(lo + 1, n - 1)
-  matrix = ((1.0 - frac) * jax.nn.one_hot(lo, n) + frac * jax.nn.one_hot(hi, n))
-  matrix = jnp.where(beyond[:, None], 0.0, matrix)
-  spec = spec.astype(jnp.float32)
-  out = matrix @ spec if axis == 0 else spec @ matrix.T
-  keep = beyond[:, None] if axis == 0 else beyond[None, :]
-  return jnp.where(keep, fill, out)
-
-
 def shift_flip(frames: jax.Array, flip: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
   """Frames [S, H, W, C] mirrored (when `flip`) and moved by whole pixels (dy down, dx right),
   the uncovered border repeating the edge pixels."""
@@ -122,16 +97,11 @@ class Draw(NamedTuple):
   flip: jax.Array    # mirror the faces: probability 1/2 when frames_flip
   dy: jax.Array      # face shift in pixels, uniform in +-round(frames_shift x height)
   dx: jax.Array      # ... and +-round(frames_shift x width)
-  freq: jax.Array    # frequency-axis factor, uniform in 1 +- freq_warp
-  time: jax.Array    # time-axis factor, uniform in 1 +- time_warp
 
 
 def draw(key: jax.Array, params: AugmentParams, frame_size: tuple[int, int]) -> Draw:
-  """The transformation of one example (the distributions of the paper's host version). The warp
-  factors come from keys folded off `key`, so the other draws do not depend on them."""
+  """The transformation of one example (the distributions of the paper's host version)."""
   k_rows, k_angle, k_flip, k_dy, k_dx = jax.random.split(key, 5)
-  factor = lambda stream, spread: 1.0 + spread * jax.random.uniform(
-      jax.random.fold_in(key, stream), (), minval=-1.0, maxval=1.0)
   h, w = frame_size
   max_dy, max_dx = round(params.frames_shift * h), round(params.frames_shift * w)
   return Draw(rows=jax.random.randint(k_rows, (), 0, params.crop_top + 1),
@@ -139,22 +109,14 @@ def draw(key: jax.Array, params: AugmentParams, frame_size: tuple[int, int]) -> 
               * params.max_rotate_deg,
               flip=jnp.logical_and(params.frames_flip, jax.random.bernoulli(k_flip)),
               dy=jax.random.randint(k_dy, (), -max_dy, max_dy + 1),
-              dx=jax.random.randint(k_dx, (), -max_dx, max_dx + 1),
-              freq=factor(1, params.freq_warp), time=factor(2, params.time_warp))
+              dx=jax.random.randint(k_dx, (), -max_dx, max_dx + 1))
 
 
 def apply(audio: jax.Array, video: jax.Array, d: Draw,
-          params: AugmentParams) -> tuple[jax.Array, jax.Array]:
-  """One example's (spectrogram [F, T], frames [S, H, W, C]) transformed by `d`: the warps (those
-  `params` turn on; the emptied positions get the spectrogram's minimum, silence), then the crop
-  and rotation."""
-  dtype = audio.dtype
-  if params.freq_warp:
-    audio = warp(audio, d.freq, 0, jnp.min(audio))
-  if params.time_warp:
-    audio = warp(audio, d.time, 1, jnp.min(audio))
-  stretch = jnp.asarray(stretch_matrices(audio.shape[0], params.crop_top))
-  audio = crop_rotate(audio, d.rows, d.angle, stretch).astype(dtype)
+          crop_top: int) -> tuple[jax.Array, jax.Array]:
+  """One example's (spectrogram [F, T], frames [S, H, W, C]) transformed by `d`."""
+  stretch = jnp.asarray(stretch_matrices(audio.shape[0], crop_top))
+  audio = crop_rotate(audio, d.rows, d.angle, stretch).astype(audio.dtype)
   return audio, shift_flip(video, d.flip, d.dy, d.dx)
 
 
@@ -166,6 +128,6 @@ def augment_batch(batch: dict[str, jax.Array], key: jax.Array,
     return batch
   keys = jax.random.split(key, batch["audio"].shape[0])
   frame_size = batch["video"].shape[2:4]
-  one = lambda a, v, k: apply(a, v, draw(k, params, frame_size), params)
+  one = lambda a, v, k: apply(a, v, draw(k, params, frame_size), params.crop_top)
   audio, video = jax.vmap(one)(batch["audio"], batch["video"], keys)
   return {**batch, "audio": audio, "video": video}
