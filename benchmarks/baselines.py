@@ -60,6 +60,14 @@ def voice_features(wave: np.ndarray) -> np.ndarray:
   return np.concatenate([both.mean(axis=1), both.std(axis=1)])
 
 
+def spectrogram_features(spec: np.ndarray) -> np.ndarray:
+  """Mean and std over time of each row of a clip's spectrograms [segments, height, width] (the
+  learned audio models' own input), the segments' frames pooled: [2 * height]. A regression on
+  these asks what that input holds, model aside."""
+  frames = np.concatenate(list(spec), axis=1)                   # [height, segments * width]
+  return np.concatenate([frames.mean(axis=1), frames.std(axis=1)])
+
+
 def face_features(path: Path) -> np.ndarray:
   """The first frame, grayscale, FACE x FACE, scaled to [0, 1]: [FACE * FACE]."""
   frame = media.read_frames(path, [0.0], FACE, FACE)[0].astype(np.float32).mean(axis=-1)

@@ -5,13 +5,14 @@ For each count K in --sizes, one sweep of --model over the config's speaker fold
 every seed) with `split.train_speakers=K`: each fold trains on K of its training speakers, a
 seeded subset that grows with K (the speakers of a smaller K are among those of a larger one),
 while its test and validation speakers stay those of the full split. The regressions of
-benchmarks/baselines.py (voice MFCC statistics, face pixels) are fitted on the same K speakers of
-the same folds. Each sweep lives in
-WORKDIR/speakers_K and resumes like any `--mode sweep`. Per K: the mean and 95 % interval over
-seeds of each (a hybrid's stream layers included). Over all (K, seed) values: the least-squares line UA = a + b log2(K), so b is
-the gain per doubling of the training speakers, and the K at which that line would reach
---target (an extrapolation, and labelled so). Writes WORKDIR/speaker_curve.md and
-WORKDIR/figures/speaker_curve.png.
+benchmarks/baselines.py are fitted on the same K speakers of the same folds: on voice MFCC
+statistics, on face pixels, and on the statistics of the learned audio models' own input
+spectrograms (what that input holds, model aside). Each sweep lives in WORKDIR/speakers_K and
+resumes like any `--mode sweep`. Per K: the mean and 95 % interval over seeds of each (a
+hybrid's stream layers included). Over all (K, seed) values: the least-squares line
+UA = a + b log2(K), so b is the gain per doubling of the training speakers, and the K at which
+that line would reach --target (an extrapolation, and labelled so). Writes
+WORKDIR/speaker_curve.md and WORKDIR/figures/speaker_curve.png.
 
   python benchmarks/speaker_curve.py --workdir runs/speaker_curve
       [--config configs/ravdess.py:fer_av] [--model cnn_rnn] [--sizes 4,7,10,13]
@@ -38,10 +39,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from lbher_jax import algorithm, config_checks, media, sweep  # noqa: E402
+from lbher_jax.data import preprocess  # noqa: E402
 from lbher_jax.evaluation import plots, stats  # noqa: E402
 
 METRIC = "unweighted_accuracy"
-BASELINES = {"voice_mfcc": "MFCC logistic regression", "face_pixels": "face-pixel logistic regression"}
+BASELINES = {"voice_mfcc": "MFCC logistic regression",
+             "voice_spectrogram": "regression on the models' spectrogram statistics",
+             "face_pixels": "face-pixel logistic regression"}
 
 
 def size_config(spec: str, overrides: list[str], model: str, size: int, seeds: list[int]):
@@ -81,9 +85,12 @@ def baseline_values(config, workdir: Path, sizes: list[int],
                     seeds: list[int]) -> dict[str, dict[int, dict[int, float]]]:
   """Each regression's UA per size and seed, on the sweeps' own folds and speakers."""
   utterances = algorithm.taking_part(config, algorithm.read_corpus(config, workdir))
+  settings = algorithm.settings(config)
   features = {
       "voice_mfcc": np.stack([baselines.voice_features(media.decode_audio(
           u.audio, baselines.SAMPLE_RATE, u.start, u.end)) for u in utterances]),
+      "voice_spectrogram": np.stack([baselines.spectrogram_features(
+          preprocess.featurize(u, settings)[0]) for u in utterances]),
       "face_pixels": np.stack([baselines.face_features(u.video) for u in utterances])}
   s = config.split
   out = {name: {size: {} for size in sizes} for name in BASELINES.values()}

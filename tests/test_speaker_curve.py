@@ -30,6 +30,13 @@ def speaker_curve_module():
   sys.path.remove(str(BENCHMARKS))
 
 
+@pytest.fixture(name="baselines", scope="module")
+def baselines_module():
+  sys.path.insert(0, str(BENCHMARKS))
+  yield _load("baselines")
+  sys.path.remove(str(BENCHMARKS))
+
+
 def test_fit_of_an_exact_line(curve):
   # UA = 0.30 + 0.05 log2 K: 0.40 at 4, 0.45 at 8, 0.50 at 16; 0.60 at 2^6 = 64.
   fit = curve.log_fit([(4, 0.40), (8, 0.45), (16, 0.50)], target=0.60)
@@ -87,12 +94,7 @@ def test_main_runs_one_sweep_per_size_and_writes_its_outputs(curve, tmp_path, mo
   assert np.ptp(pixels[..., :3]) > 0.5
 
 
-def test_baseline_trains_on_the_speakers_of_the_learned_models(monkeypatch):
-  sys.path.insert(0, str(BENCHMARKS))
-  try:
-    baselines = _load("baselines")
-  finally:
-    sys.path.remove(str(BENCHMARKS))
+def test_baseline_trains_on_the_speakers_of_the_learned_models(baselines, monkeypatch):
   utterances = [Utterance(f"s{s}-{label}-{k}", Path("x.mp4"), None, None, None, label, f"s{s}")
                 for s in range(12) for label in ("happy", "sad") for k in range(2)]
   trained_on = []
@@ -119,3 +121,10 @@ def test_baseline_trains_on_the_speakers_of_the_learned_models(monkeypatch):
   trained_on.clear()
   baselines.cross_validate(utterances, features, num_folds=3, seed=1)   # all non-test speakers
   assert [len(s) for s in trained_on] == [8, 8, 8]
+
+
+def test_spectrogram_statistics_pool_the_segments_by_hand(baselines):
+  spec = np.array([[[0, 1, 2], [3, 3, 3]], [[4, 5, 6], [3, 3, 3]]], np.float32)
+  # Row 0 pools 0 1 2 4 5 6: mean 3, std sqrt(28 / 6); row 1 is constant 3.
+  np.testing.assert_allclose(baselines.spectrogram_features(spec),
+                             [3.0, 3.0, np.sqrt(28 / 6), 0.0], rtol=1e-6)
