@@ -380,29 +380,3 @@ def test_sync_embeddings_read_only_the_audio_a_short_segment_fills():
     a, b = (np.asarray(model.apply(variables, {**x, "span": spans}, train=False)
                        ["audio_embedding"]) for x in (batch, tail))
     assert np.allclose(a, b, atol=1e-6) == same, span
-
-
-@pytest.mark.parametrize("name", ["cnn_rnn", "hybrid"])
-def test_statistics_pooling_feeds_the_hidden_layer_the_sequence_mean_and_std(name):
-  config = models.default_model_config(name, "tiny")
-  config.stats_pool = True
-  model = models.get_model(config)
-  rng = np.random.default_rng(0)
-  batch = {"audio": jnp.asarray(rng.uniform(-1, 1, (2, 16, 24)), jnp.float32),
-           "video": jnp.asarray(rng.integers(0, 256, (2, 4, 12, 16, 3)), jnp.uint8)}
-  variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch,
-                         train=False)
-  # Two 2x2 pools: 16 x 24 -> 4 x 6 with 8 channels, so 32 features a step; the hidden layer
-  # reads the RNN's 8 outputs, then 32 means and 32 standard deviations over the 6 steps.
-  kernel = variables["params"]["audio"]["Dense_0"]["kernel"]
-  assert kernel.shape == (8 + 2 * 32, config.embed_dim)
-  def embedding(rows):   # the hidden layer reading only the kernel rows `rows`
-    kept = jax.tree.map(lambda x: x, variables)
-    kept["params"]["audio"]["Dense_0"]["kernel"] = jnp.zeros_like(kernel).at[rows].set(
-        kernel[rows])
-    return np.asarray(model.apply(kept, batch, train=False)["audio_embedding"])
-
-  full = np.asarray(model.apply(variables, batch, train=False)["audio_embedding"])
-  statistics = embedding(slice(8, None))
-  assert not np.allclose(statistics[0], statistics[1])   # each example's own statistics
-  assert not np.allclose(embedding(slice(0, 8)), full)   # the RNN alone is not the whole

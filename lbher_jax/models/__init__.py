@@ -58,8 +58,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
     projection_dim: hybrid only: 0 = the contrastive loss compares the streams' last hidden
       layers (the paper); > 0 = it compares a linear projection of each (no ReLU) of this width,
       used only by pre-training.
-    stats_pool: audio stream with an RNN: its hidden layer also reads the mean and standard
-      deviation over time of the conv map (statistics pooling), beside the RNN's last step.
     sync_dim: hybrid only: > 0 = the contrastive loss compares time-keeping embeddings instead
       (each stream's first conv block, sync_dim features per video time step, mean over time
       removed), so that pre-training must learn when voice and face move together; used only
@@ -77,7 +75,6 @@ def default_model_config(name: str, scale: str = "paper") -> ml_collections.Conf
   config.detach_joint = False
   config.projection_dim = 0
   config.sync_dim = 0
-  config.stats_pool = False
   for key, value in _SCALE_FIELDS[scale].items():
     config[key] = value
   return config
@@ -96,9 +93,9 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
   if c.name == "cnn":
     return audio.AudioModel(**audio_fields, rnn_cell=None, **common)
   if c.name == "cnn_lstm":
-    return audio.AudioModel(**audio_fields, rnn_cell="lstm", stats_pool=c.stats_pool, **common)
+    return audio.AudioModel(**audio_fields, rnn_cell="lstm", **common)
   if c.name == "cnn_rnn":
-    return audio.AudioModel(**audio_fields, rnn_cell="simple", stats_pool=c.stats_pool, **common)
+    return audio.AudioModel(**audio_fields, rnn_cell="simple", **common)
   if c.name == "video3d":
     return video.VideoModel(**video_fields, **common)
   if c.name == "hybrid":
@@ -106,7 +103,7 @@ def get_model(model_config: ml_collections.ConfigDict) -> nn.Module:
       audio_convs=audio_fields["convs"], rnn_cell=c.rnn_cell, rnn_hidden=c.rnn_hidden,
       video_convs=video_fields["convs"], video_pools=video_fields["pools"],
       video_hidden=c.video_hidden, embed_dim=c.embed_dim, **common,
-      detach_joint=c.detach_joint, stats_pool=c.stats_pool,
+      detach_joint=c.detach_joint,
       projection_dim=c.projection_dim, sync_dim=c.sync_dim)
   raise ValueError(f"unknown model name {c.name!r}; expected one of {MODEL_NAMES}")
 

@@ -97,9 +97,7 @@ class AudioStream(nn.Module):
   Conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) treat [F, T] as a one-channel image. With a
   recurrent cell the feature map is read as a sequence over time (frequency x channels per step)
   and the last RNN output feeds the hidden layer; without one (`rnn_cell=None`, the plain CNN
-  baseline) the map is averaged over frequency and time. With `stats_pool` the hidden layer also
-  reads the sequence's mean and standard deviation over time (statistics pooling: the whole
-  segment's level and variability per frequency band and channel, beside the RNN's last step).
+  baseline) the map is averaged over frequency and time.
   """
   convs: tuple[int, ...]
   rnn_cell: str | None
@@ -108,7 +106,6 @@ class AudioStream(nn.Module):
   dropout: float
   dtype: Any = jnp.float32
   first_map: bool = False  # also return the first conv block's map [B, F/2, T/2, C] (timing)
-  stats_pool: bool = False
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, *, train: bool,
@@ -123,12 +120,10 @@ class AudioStream(nn.Module):
       x = x.mean(axis=(1, 2))
     else:
       b, f, t, c = x.shape
-      sequence = x.transpose(0, 2, 1, 3).reshape(b, t, f * c).astype(jnp.float32)
+      x = x.transpose(0, 2, 1, 3).reshape(b, t, f * c)
       # The recurrence runs in float32 (Flax creates the carry in the parameter dtype).
       cell = RNN_CELLS[self.rnn_cell](self.rnn_hidden, dtype=jnp.float32)
-      x = nn.RNN(cell)(sequence)[:, -1]
-      if self.stats_pool:
-        x = jnp.concatenate([x, sequence.mean(axis=1), sequence.std(axis=1)], axis=-1)
+      x = nn.RNN(cell)(x.astype(jnp.float32))[:, -1]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = nn.relu(nn.Dense(self.embed_dim, dtype=self.dtype)(x))
     return (x, first) if self.first_map else x
@@ -143,12 +138,11 @@ class AudioModel(nn.Module):
   num_classes: int
   dropout: float
   dtype: Any = jnp.float32
-  stats_pool: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     embedding = AudioStream(self.convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                            self.dropout, self.dtype, stats_pool=self.stats_pool, name="audio")(
+                            self.dropout, self.dtype, name="audio")(
       batch["audio"], train=train, mask=padding_mask(batch))
     logits = Classifier(self.num_classes, self.dropout, self.dtype, name="output")(
       embedding, train=train)

@@ -36,15 +36,13 @@ class HybridModel(nn.Module):
   detach_joint: bool = False
   projection_dim: int = 0
   sync_dim: int = 0
-  stats_pool: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
     mask = padding_mask(batch)
     sync = bool(self.sync_dim)
     audio = AudioStream(self.audio_convs, self.rnn_cell, self.rnn_hidden, self.embed_dim,
-                        self.dropout, self.dtype, first_map=sync, stats_pool=self.stats_pool,
-                        name="audio")(
+                        self.dropout, self.dtype, first_map=sync, name="audio")(
       batch["audio"], train=train, mask=mask)
     video = VideoStream(self.video_convs, self.video_pools, self.video_hidden, self.embed_dim,
                         self.dropout, self.dtype, first_map=sync, name="video")(
