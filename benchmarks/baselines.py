@@ -74,6 +74,13 @@ def face_features(path: Path) -> np.ndarray:
   return frame.ravel() / 255.0
 
 
+def clip_features(utterances) -> dict[str, np.ndarray]:
+  """The voice and face baselines' features of every clip: {"voice_mfcc", "face_pixels"}."""
+  return {"voice_mfcc": np.stack([voice_features(media.decode_audio(
+              u.audio, SAMPLE_RATE, u.start, u.end)) for u in utterances]),
+          "face_pixels": np.stack([face_features(u.video) for u in utterances])}
+
+
 def fit_classifier(x: np.ndarray, y: np.ndarray, speakers: np.ndarray):
   """Standardise + logistic regression, C chosen by GroupKFold over the training speakers."""
   # pylint: disable=import-outside-toplevel
@@ -136,12 +143,9 @@ def main(argv=None) -> dict:
   if args.limit:
     keep = sorted({u.speaker for u in utterances})[:args.limit]
     utterances = [u for u in utterances if u.speaker in keep]
-  voice = np.stack([voice_features(media.decode_audio(u.audio, SAMPLE_RATE, u.start, u.end))
-                    for u in utterances])
-  face = np.stack([face_features(u.video) for u in utterances])
+  features = clip_features(utterances)
   seeds = [int(s) for s in args.seeds.split(",")]
-  per_seed = [cross_validate(utterances, {"voice_mfcc": voice, "face_pixels": face},
-                             args.num_folds, seed) for seed in seeds]
+  per_seed = [cross_validate(utterances, features, args.num_folds, seed) for seed in seeds]
   result = {"per_seed": dict(zip(map(str, seeds), per_seed)), "summary": {}}
   for name in ("voice_mfcc", "face_pixels", "fusion"):
     result["summary"][name] = {k: stats.summarize([r[name][k] for r in per_seed])

@@ -38,7 +38,7 @@ import baselines  # benchmarks/baselines.py
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lbher_jax import algorithm, config_checks, media, sweep  # noqa: E402
+from lbher_jax import algorithm, config_checks, sweep  # noqa: E402
 from lbher_jax.data import preprocess  # noqa: E402
 from lbher_jax.evaluation import plots, stats  # noqa: E402
 
@@ -86,12 +86,9 @@ def baseline_values(config, workdir: Path, sizes: list[int],
   """Each regression's UA per size and seed, on the sweeps' own folds and speakers."""
   utterances = algorithm.taking_part(config, algorithm.read_corpus(config, workdir))
   settings = algorithm.settings(config)
-  features = {
-      "voice_mfcc": np.stack([baselines.voice_features(media.decode_audio(
-          u.audio, baselines.SAMPLE_RATE, u.start, u.end)) for u in utterances]),
-      "voice_spectrogram": np.stack([baselines.spectrogram_features(
-          preprocess.featurize(u, settings)[0]) for u in utterances]),
-      "face_pixels": np.stack([baselines.face_features(u.video) for u in utterances])}
+  features = {**baselines.clip_features(utterances),
+              "voice_spectrogram": np.stack([baselines.spectrogram_features(
+                  preprocess.featurize(u, settings)[0]) for u in utterances])}
   s = config.split
   out = {name: {size: {} for size in sizes} for name in BASELINES.values()}
   for size in sizes:
